@@ -1,0 +1,1 @@
+//! Local RSA keys on disk (to be implemented).

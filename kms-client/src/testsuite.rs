@@ -1,0 +1,1 @@
+//! The generic provider test suite (to be implemented).

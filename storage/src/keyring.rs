@@ -1,0 +1,1 @@
+//! The keyring (DESIGN §3).
