@@ -1,1 +1,287 @@
-//! The keyring (DESIGN §3).
+//! The keyring (DESIGN §3): registry keys (RKs), each wrapped by a version of the KEK.
+//!
+//! The keyring is one small JSON object, versioned by sequence number
+//! (`keyring/<seq:020>`, see [`crate::paths`]). A new version is written with a
+//! create-only put, so two nodes creating or changing it at once cannot both win; the
+//! loser re-reads. Older versions are deleted after a successful write.
+//!
+//! Only wrapped RKs are stored. Unwrapped RKs live in memory in zeroizing [`Key32`]s.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use kms_client::{Kek, KeyId, KmsError, VersionedKeyId, ALG_RSA_OAEP_256};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::keys::Key32;
+use crate::paths::{sequence_of, ObjectPath};
+use crate::{Result, StoreError};
+
+/// The stored keyring document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyringDoc {
+    /// Format version, 1.
+    pub version: u32,
+    /// The key id the operator configured; without a version it means automatic rotation.
+    pub key_id: String,
+    pub automatic_rotation: bool,
+    pub last_rotation: Option<DateTime<Utc>>,
+    /// Registry-key generations, oldest first.
+    pub generations: Vec<Generation>,
+}
+
+/// Whether new blobs are sealed under a generation or it is only kept to read old ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GenerationState {
+    Active,
+    ReadOnly,
+}
+
+/// One registry key, wrapped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Generation {
+    pub generation: u32,
+    /// The exact KEK version that wrapped it (always unwrap with this one).
+    pub kek: String,
+    pub algorithm: String,
+    /// Standard base64 of the KEK's output.
+    pub wrapped: String,
+    pub created: DateTime<Utc>,
+    pub state: GenerationState,
+}
+
+/// The keyring as loaded: the document and its unwrapped keys.
+#[derive(Debug)]
+pub struct LoadedKeyring {
+    pub doc: KeyringDoc,
+    /// Sequence number of the keyring object this was read from.
+    pub sequence: u64,
+    keys: BTreeMap<u32, Arc<Key32>>,
+    active: u32,
+}
+
+impl LoadedKeyring {
+    /// The generation new content is sealed under, and its key.
+    pub fn active(&self) -> (u32, Arc<Key32>) {
+        let key = self.keys.get(&self.active).cloned();
+        // `load` only builds a LoadedKeyring whose active generation has a key.
+        (
+            self.active,
+            key.unwrap_or_else(|| unreachable!("active generation has a key")),
+        )
+    }
+
+    /// The key of `generation`; `Integrity` when the keyring has no such generation
+    /// (an envelope naming an unknown generation was edited or belongs elsewhere).
+    pub fn key(&self, generation: u32) -> Result<Arc<Key32>> {
+        self.keys
+            .get(&generation)
+            .cloned()
+            .ok_or(StoreError::Integrity)
+    }
+}
+
+/// Loads the keyring, creating it on first open with one registry key wrapped by the
+/// newest usable version of `key_id`.
+///
+/// Fails with `Key(Revoked)` when the KEK version that wrapped a registry key is
+/// unusable, `Key(Misconfigured)` for a non-RSA KEK or when `key_id` names a different
+/// key than the one the registry is encrypted under, and `Integrity` when the KEK does
+/// not unwrap the stored registry keys (the wrong key).
+pub async fn load_or_create(
+    objects: &Arc<dyn ObjectStore>,
+    kek: &Arc<dyn Kek>,
+    key_id: &KeyId,
+) -> Result<LoadedKeyring> {
+    // Bounded: each round either reads an existing keyring or creates one; losing the
+    // creation race to another node means the next round reads theirs.
+    for _ in 0..5 {
+        if let Some((sequence, doc)) = read_latest(objects).await? {
+            check_same_key(&doc, key_id)?;
+            return unwrap_all(kek, doc, sequence).await;
+        }
+        let kek_version = kek.latest_version(key_id).await?;
+        let description = kek.describe(&kek_version).await?;
+        if !description.key_type.starts_with("RSA") {
+            return Err(KmsError::misconfigured(
+                &kek_version,
+                format!("key type {} is not RSA", description.key_type),
+            )
+            .into());
+        }
+        let rk = Key32::random();
+        let wrapped = kek.wrap(&kek_version, rk.expose()).await?;
+        let doc = KeyringDoc {
+            version: 1,
+            key_id: key_id.to_string(),
+            automatic_rotation: key_id.version().is_none(),
+            last_rotation: None,
+            generations: vec![Generation {
+                generation: 1,
+                kek: kek_version.to_string(),
+                algorithm: ALG_RSA_OAEP_256.to_owned(),
+                wrapped: base64::engine::general_purpose::STANDARD.encode(&wrapped),
+                created: Utc::now(),
+                state: GenerationState::Active,
+            }],
+        };
+        match write_version(objects, 1, &doc).await {
+            Ok(()) => {
+                tracing::info!(kek = %kek_version, "created the keyring with registry key generation 1");
+                let mut keys = BTreeMap::new();
+                keys.insert(1, Arc::new(rk));
+                return Ok(LoadedKeyring {
+                    doc,
+                    sequence: 1,
+                    keys,
+                    active: 1,
+                });
+            }
+            Err(StoreError::Backend(object_store::Error::AlreadyExists { .. })) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Corrupt {
+        path: "keyring".into(),
+        reason: "could not settle on a keyring version".into(),
+    })
+}
+
+fn check_same_key(doc: &KeyringDoc, configured: &KeyId) -> Result<()> {
+    let stored: KeyId = doc
+        .key_id
+        .parse()
+        .map_err(|e: KmsError| StoreError::Corrupt {
+            path: "keyring".into(),
+            reason: e.to_string(),
+        })?;
+    if stored.versionless() != configured.versionless() {
+        return Err(KmsError::misconfigured(
+            configured,
+            format!("this registry is encrypted under {stored}; moving to another key is a rotate-key, not a configuration change"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+async fn unwrap_all(kek: &Arc<dyn Kek>, doc: KeyringDoc, sequence: u64) -> Result<LoadedKeyring> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: format!("keyring/{sequence:020}"),
+        reason,
+    };
+    if doc.version != 1 {
+        return Err(corrupt(format!(
+            "unsupported keyring version {}",
+            doc.version
+        )));
+    }
+    let mut keys = BTreeMap::new();
+    let mut active = None;
+    for g in &doc.generations {
+        if g.algorithm != ALG_RSA_OAEP_256 {
+            return Err(corrupt(format!(
+                "generation {} uses unsupported algorithm {}",
+                g.generation, g.algorithm
+            )));
+        }
+        let kek_version: VersionedKeyId = g
+            .kek
+            .parse()
+            .map_err(|e: KmsError| corrupt(e.to_string()))?;
+        let wrapped = base64::engine::general_purpose::STANDARD
+            .decode(&g.wrapped)
+            .map_err(|_| {
+                corrupt(format!(
+                    "generation {} wrapped key is not base64",
+                    g.generation
+                ))
+            })?;
+        let secret = match kek.unwrap(&kek_version, &wrapped).await {
+            Ok(s) => s,
+            Err(KmsError::InvalidCiphertext { .. }) => return Err(StoreError::Integrity),
+            Err(e) => return Err(e.into()),
+        };
+        let key = Key32::from_slice(secret.expose()).map_err(|_| StoreError::Integrity)?;
+        keys.insert(g.generation, Arc::new(key));
+        if g.state == GenerationState::Active {
+            active = Some(g.generation);
+        }
+    }
+    let active = active.ok_or_else(|| corrupt("no active registry-key generation".into()))?;
+    Ok(LoadedKeyring {
+        doc,
+        sequence,
+        keys,
+        active,
+    })
+}
+
+/// The newest keyring version, if any.
+pub async fn read_latest(objects: &Arc<dyn ObjectStore>) -> Result<Option<(u64, KeyringDoc)>> {
+    // A version can disappear between list and get when a writer cleans up older
+    // versions; a few rounds always settle because a newer one then exists.
+    for _ in 0..5 {
+        let prefix = ObjectPath::KeyringDir.to_path();
+        let metas: Vec<_> = objects.list(Some(&prefix)).try_collect().await?;
+        let Some(seq) = metas.iter().filter_map(|m| sequence_of(&m.location)).max() else {
+            return Ok(None);
+        };
+        let path = ObjectPath::KeyringVersion(seq).to_path();
+        match objects.get(&path).await {
+            Ok(r) => {
+                let bytes = r.bytes().await?;
+                let doc: KeyringDoc =
+                    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                        path: path.to_string(),
+                        reason: e.to_string(),
+                    })?;
+                return Ok(Some((seq, doc)));
+            }
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Corrupt {
+        path: "keyring".into(),
+        reason: "keyring versions kept changing while being read".into(),
+    })
+}
+
+/// Writes keyring version `seq` with a create-only put. AlreadyExists means another
+/// writer got there first.
+pub async fn write_version(
+    objects: &Arc<dyn ObjectStore>,
+    seq: u64,
+    doc: &KeyringDoc,
+) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(doc).map_err(|e| StoreError::Corrupt {
+        path: "keyring".into(),
+        reason: e.to_string(),
+    })?;
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    objects
+        .put_opts(
+            &ObjectPath::KeyringVersion(seq).to_path(),
+            PutPayload::from(bytes),
+            opts,
+        )
+        .await?;
+    if seq > 1 {
+        // Best effort: an old version left behind is harmless, the newest wins.
+        let _ = objects
+            .delete(&ObjectPath::KeyringVersion(seq - 1).to_path())
+            .await;
+    }
+    Ok(())
+}

@@ -21,3 +21,9 @@ pub struct IntegrityError;
 pub const SEGMENT_SIZE: u32 = 64 * 1024;
 /// AES-GCM tag length appended to every sealed segment.
 pub const TAG_LEN: usize = 16;
+/// Largest segment size an envelope may record. Bounds the memory one segment costs a
+/// reader, whatever a (possibly tampered) envelope says.
+pub const MAX_SEGMENT_SIZE: u32 = 16 * 1024 * 1024;
+/// Length of the random per-blob nonce prefix (the rest of the 12-byte nonce is the
+/// segment index and the last-flag).
+pub const NONCE_PREFIX_LEN: usize = 7;

@@ -1,0 +1,282 @@
+//! Committed blobs: stat, ranged streaming reads, deletes, repository links.
+
+use std::ops::Range;
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+
+use super::objects;
+use super::{BlobInfo, BlobRead, ByteStream, RangeSpec, Store};
+use crate::crypto::envelope::Envelope;
+use crate::crypto::segment::{decrypt_stream, segment_count, ReadPlan};
+use crate::names::{Digest, RepositoryName};
+use crate::paths::ObjectPath;
+use crate::{Result, StoreError};
+
+/// Resolves a client's range against a blob of `size` bytes (RFC 9110 §14.1.2).
+/// Fails with `RangeNotSatisfiable` when no byte of the blob is selected.
+pub(super) fn resolve_range(spec: RangeSpec, size: u64) -> Result<Range<u64>> {
+    let unsatisfiable = StoreError::RangeNotSatisfiable { size };
+    match spec {
+        RangeSpec::From(start) if start < size => Ok(start..size),
+        RangeSpec::FromTo(start, end) if start <= end && start < size => {
+            Ok(start..size.min(end.saturating_add(1)))
+        }
+        RangeSpec::Suffix(len) if len > 0 && size > 0 => Ok(size.saturating_sub(len)..size),
+        _ => Err(unsatisfiable),
+    }
+}
+
+impl Store {
+    /// The envelope of `digest`; `BlobUnknown` when there is none, `Integrity` when it
+    /// claims to be another blob's (a swapped envelope).
+    pub(super) async fn load_envelope(&self, digest: &Digest) -> Result<Envelope> {
+        let path = ObjectPath::Envelope(digest).to_path();
+        let bytes = match self.objects().get(&path).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Err(StoreError::BlobUnknown),
+            Err(e) => return Err(e.into()),
+        };
+        let envelope = Envelope::from_json(&bytes).map_err(|reason| StoreError::Corrupt {
+            path: path.to_string(),
+            reason,
+        })?;
+        if &envelope.digest != digest {
+            return Err(StoreError::Integrity);
+        }
+        Ok(envelope)
+    }
+
+    /// Fails with `BlobUnknown` when no envelope exists.
+    pub async fn stat_blob(&self, digest: &Digest) -> Result<BlobInfo> {
+        let envelope = self.load_envelope(digest).await?;
+        Ok(BlobInfo {
+            digest: digest.clone(),
+            size: envelope.size,
+        })
+    }
+
+    /// Opens a blob for reading, optionally a range of it.
+    ///
+    /// Fails with `BlobUnknown`, `RangeNotSatisfiable`, or `Integrity` when the envelope
+    /// does not open. Integrity failures in segments surface in the stream.
+    pub async fn read_blob(&self, digest: &Digest, range: Option<RangeSpec>) -> Result<BlobRead> {
+        let envelope = self.load_envelope(digest).await?;
+        let byte_range = match range {
+            Some(spec) => resolve_range(spec, envelope.size)?,
+            None => 0..envelope.size,
+        };
+        let body = self.read_envelope(&envelope, byte_range.clone())?;
+        Ok(BlobRead {
+            info: BlobInfo {
+                digest: digest.clone(),
+                size: envelope.size,
+            },
+            range: byte_range,
+            partial: range.is_some(),
+            body,
+        })
+    }
+
+    /// Streams plaintext bytes `range` of a committed blob. Only the segments covering
+    /// the range are fetched and decrypted.
+    pub(super) fn read_envelope(
+        &self,
+        envelope: &Envelope,
+        range: Range<u64>,
+    ) -> Result<ByteStream> {
+        let rk = self.keyring().key(envelope.key_generation)?;
+        let keys = envelope.open(&rk).map_err(|_| StoreError::Integrity)?;
+        let seg = u64::from(envelope.segment_size);
+        let plan =
+            ReadPlan::for_range(envelope.segment_size, envelope.size, range.start, range.end);
+        let wanted = plan.sealed_range();
+
+        // Lay the parts end to end in the sealed stream and cut the wanted range out of
+        // them. Every segment is full except the blob's very last one.
+        let total_segments = segment_count(envelope.size, envelope.segment_size);
+        let last_sealed = envelope.size - (total_segments - 1) * seg + 16;
+        let mut requests: Vec<(Path, Range<u64>)> = Vec::new();
+        let mut part_start = 0u64;
+        let mut segments_before = 0u64;
+        for part in &envelope.parts {
+            let ends_blob = segments_before + part.segments == total_segments;
+            let len = if ends_blob && part.segments > 0 {
+                (part.segments - 1) * (seg + 16) + last_sealed
+            } else {
+                part.segments * (seg + 16)
+            };
+            let part_end = part_start + len;
+            let from = wanted.start.max(part_start);
+            let to = wanted.end.min(part_end);
+            if from < to {
+                requests.push((
+                    Path::from(part.object.as_str()),
+                    (from - part_start)..(to - part_start),
+                ));
+            }
+            part_start = part_end;
+            segments_before += part.segments;
+        }
+
+        let objects = self.objects().clone();
+        let sealed = futures::stream::iter(requests)
+            .then(move |(path, range)| fetch(objects.clone(), path, range))
+            .try_flatten()
+            .boxed();
+        Ok(decrypt_stream(
+            keys.cipher(),
+            plan,
+            sealed,
+            self.metrics().segments_opened.clone(),
+        ))
+    }
+
+    /// Deletes the blob everywhere (envelope first, so it stops existing at once, then
+    /// its data objects). Fails with `BlobUnknown`.
+    pub async fn delete_blob(&self, digest: &Digest) -> Result<()> {
+        let envelope = self.load_envelope(digest).await?;
+        objects::delete(self.objects(), &ObjectPath::Envelope(digest).to_path()).await?;
+        for part in &envelope.parts {
+            objects::delete(self.objects(), &Path::from(part.object.as_str())).await?;
+        }
+        Ok(())
+    }
+
+    /// Like [`Store::stat_blob`], but only if the blob is linked into `repo`.
+    pub async fn stat_repo_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobInfo> {
+        self.require_link(repo, digest).await?;
+        self.stat_blob(digest).await
+    }
+
+    /// Like [`Store::read_blob`], but only if the blob is linked into `repo`.
+    pub async fn read_repo_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        range: Option<RangeSpec>,
+    ) -> Result<BlobRead> {
+        self.require_link(repo, digest).await?;
+        self.read_blob(digest, range).await
+    }
+
+    async fn require_link(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+        if objects::exists(
+            self.objects(),
+            &ObjectPath::LayerLink { repo, digest }.to_path(),
+        )
+        .await?
+        {
+            Ok(())
+        } else {
+            Err(StoreError::BlobUnknown)
+        }
+    }
+
+    /// Links an existing blob into `repo` (cross-repository mount). Idempotent.
+    /// Fails with `BlobUnknown` when the blob does not exist.
+    pub async fn link_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobInfo> {
+        let info = self.stat_blob(digest).await?;
+        self.write_link(repo, digest).await?;
+        Ok(info)
+    }
+
+    pub(super) async fn write_link(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+        let link = LayerLink {
+            digest: digest.clone(),
+        };
+        objects::put_json(
+            self.objects(),
+            &ObjectPath::LayerLink { repo, digest }.to_path(),
+            &link,
+        )
+        .await?;
+        self.mark_repository(repo).await
+    }
+
+    /// Removes the blob from `repo` (the content stays for other repositories until
+    /// garbage collection). Fails with `BlobUnknown` when it is not linked.
+    pub async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+        self.require_link(repo, digest).await?;
+        objects::delete(
+            self.objects(),
+            &ObjectPath::LayerLink { repo, digest }.to_path(),
+        )
+        .await
+    }
+
+    /// Records `repo` in the catalog.
+    pub(super) async fn mark_repository(&self, repo: &RepositoryName) -> Result<()> {
+        let path = ObjectPath::CatalogEntry(repo).to_path();
+        if !objects::exists(self.objects(), &path).await? {
+            objects::put_json(
+                self.objects(),
+                &path,
+                &serde_json::json!({ "repository": repo.as_str() }),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// What a repository's blob link holds (its existence is what matters).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct LayerLink {
+    digest: Digest,
+}
+
+/// One ranged GET of a data object as a stream. A missing data object means the blob
+/// was tampered with (its envelope exists), so it is an integrity failure.
+async fn fetch(
+    objects: std::sync::Arc<dyn ObjectStore>,
+    path: Path,
+    range: Range<u64>,
+) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes>>> {
+    let opts = GetOptions {
+        range: Some(GetRange::Bounded(range)),
+        ..Default::default()
+    };
+    match objects.get_opts(&path, opts).await {
+        Ok(r) => Ok(r.into_stream().map_err(map_read_error).boxed()),
+        Err(e) => Err(map_read_error(e)),
+    }
+}
+
+fn map_read_error(e: object_store::Error) -> StoreError {
+    match e {
+        object_store::Error::NotFound { .. } => StoreError::Integrity,
+        other => StoreError::Backend(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_resolve_like_rfc9110() {
+        assert_eq!(resolve_range(RangeSpec::From(0), 10).unwrap(), 0..10);
+        assert_eq!(resolve_range(RangeSpec::FromTo(2, 4), 10).unwrap(), 2..5);
+        assert_eq!(resolve_range(RangeSpec::FromTo(2, 400), 10).unwrap(), 2..10);
+        assert_eq!(resolve_range(RangeSpec::Suffix(3), 10).unwrap(), 7..10);
+        assert_eq!(resolve_range(RangeSpec::Suffix(30), 10).unwrap(), 0..10);
+        for bad in [
+            RangeSpec::From(10),
+            RangeSpec::FromTo(5, 4),
+            RangeSpec::FromTo(10, 12),
+            RangeSpec::Suffix(0),
+        ] {
+            assert!(
+                matches!(
+                    resolve_range(bad, 10),
+                    Err(StoreError::RangeNotSatisfiable { size: 10 })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(resolve_range(RangeSpec::Suffix(1), 0).is_err());
+        assert!(resolve_range(RangeSpec::From(0), 0).is_err());
+    }
+}

@@ -1,0 +1,238 @@
+//! The content services over the crypto layer: blobs, upload sessions, manifests,
+//! tags, repository links, referrers and the catalog.
+//!
+//! - `blobs`: reading, deleting and linking committed blobs.
+//! - `uploads`: upload sessions and the commit of a blob.
+//! - `manifests`: manifests, tags, referrers, the catalog.
+//! - `objects`: small typed helpers over the object store (JSON objects, create-only
+//!   puts, listing) shared by the others.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use kms_client::{Kek, KeyId};
+use object_store::ObjectStore;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::SEGMENT_SIZE;
+use crate::keyring::LoadedKeyring;
+use crate::names::{Digest, RepositoryName, UploadId};
+use crate::Result;
+
+mod blobs;
+mod manifests;
+mod objects;
+mod uploads;
+
+/// Plaintext coming out of the store: chunks of at most one segment, each yielded only
+/// after its segment authenticated. An `Err` item ends the stream.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// A request body going into the store.
+pub type BodyStream<'a> = BoxStream<'a, std::result::Result<Bytes, std::io::Error>>;
+
+/// Tunables with production defaults.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Plaintext bytes per segment for new blobs.
+    pub segment_size: u32,
+    /// Size of each part of a multipart data-object write (S3 needs ≥ 5 MiB).
+    pub part_size: usize,
+    /// Parts in flight per data-object write. Memory per upload is about
+    /// `part_size × (max_parts_in_flight + 1)`.
+    pub max_parts_in_flight: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            segment_size: SEGMENT_SIZE,
+            part_size: 5 * 1024 * 1024,
+            max_parts_in_flight: 2,
+        }
+    }
+}
+
+/// Counters for tests and `/metrics`.
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    /// Segments decrypted (authenticated) by reads.
+    pub segments_opened: Arc<AtomicU64>,
+    /// Segments sealed by uploads.
+    pub segments_sealed: AtomicU64,
+}
+
+/// A committed blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub digest: Digest,
+    /// Plaintext size in bytes.
+    pub size: u64,
+}
+
+/// A byte range as a client asks for it (RFC 9110 `bytes=` forms, one range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeSpec {
+    /// `bytes=start-` : from `start` to the end.
+    From(u64),
+    /// `bytes=start-end` : inclusive end, clamped to the blob's last byte.
+    FromTo(u64, u64),
+    /// `bytes=-len` : the last `len` bytes.
+    Suffix(u64),
+}
+
+/// An open blob read.
+pub struct BlobRead {
+    pub info: BlobInfo,
+    /// The plaintext byte range served, `start..end` (end exclusive). The whole blob
+    /// when no range was asked for.
+    pub range: std::ops::Range<u64>,
+    /// Whether a range was asked for (the response is then 206).
+    pub partial: bool,
+    pub body: ByteStream,
+}
+
+impl std::fmt::Debug for BlobRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobRead")
+            .field("info", &self.info)
+            .field("range", &self.range)
+            .field("partial", &self.partial)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where an upload session stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadStatus {
+    pub id: UploadId,
+    pub repository: RepositoryName,
+    /// Plaintext bytes received so far (the next append must start here).
+    pub offset: u64,
+}
+
+/// A manifest to store.
+#[derive(Debug, Clone)]
+pub struct NewManifest {
+    /// The exact bytes as pushed.
+    pub bytes: Bytes,
+    pub media_type: String,
+    /// The digest the client addressed it by (or sha256 of the bytes). Verified.
+    pub digest: Digest,
+    /// The manifest's `subject`, for the referrers index.
+    pub subject: Option<Digest>,
+    /// `artifactType`, or the config media type for image manifests.
+    pub artifact_type: Option<String>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// A stored manifest's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestInfo {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// A stored manifest with its exact bytes.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub info: ManifestInfo,
+    pub bytes: Bytes,
+}
+
+/// An OCI descriptor as the referrers API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub artifact_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// One page of a lexically ordered listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// True when items after the last one returned exist (the caller sends `Link`).
+    pub more: bool,
+}
+
+/// The encrypted content store. Cheap to clone; all state lives in the object store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    objects: Arc<dyn ObjectStore>,
+    kek: Arc<dyn Kek>,
+    config: StoreConfig,
+    metrics: StoreMetrics,
+    /// Replaced wholesale when the keyring changes; never held across an await.
+    keyring: RwLock<Arc<LoadedKeyring>>,
+}
+
+impl Store {
+    /// Opens the store: loads the keyring (creating it with one registry key wrapped
+    /// by `key_id` on first open) and unwraps the registry keys.
+    ///
+    /// Fails with `Key(Revoked)` when the KEK version is unusable, `Key(Misconfigured)`
+    /// for a non-RSA key, `Integrity` when the KEK cannot unwrap the registry keys.
+    pub async fn open(
+        objects: Arc<dyn ObjectStore>,
+        kek: Arc<dyn Kek>,
+        key_id: &KeyId,
+    ) -> Result<Store> {
+        Self::open_with(objects, kek, key_id, StoreConfig::default()).await
+    }
+
+    /// [`Store::open`] with explicit tunables.
+    pub async fn open_with(
+        objects: Arc<dyn ObjectStore>,
+        kek: Arc<dyn Kek>,
+        key_id: &KeyId,
+        config: StoreConfig,
+    ) -> Result<Store> {
+        let keyring = crate::keyring::load_or_create(&objects, &kek, key_id).await?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                objects,
+                kek,
+                config,
+                metrics: StoreMetrics::default(),
+                keyring: RwLock::new(Arc::new(keyring)),
+            }),
+        })
+    }
+
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.inner.metrics
+    }
+
+    /// The keyring currently in use.
+    pub fn keyring(&self) -> Arc<LoadedKeyring> {
+        match self.inner.keyring.read() {
+            Ok(k) => k.clone(),
+            // A panic while holding the lock cannot leave a half-written Arc behind.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The KEK provider this store was opened with.
+    pub fn kek(&self) -> &Arc<dyn Kek> {
+        &self.inner.kek
+    }
+
+    fn objects(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.objects
+    }
+}
