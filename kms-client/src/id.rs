@@ -201,6 +201,8 @@ impl FromStr for VersionedKeyId {
 }
 
 #[cfg(test)]
+// In tests a panic is the failure report.
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

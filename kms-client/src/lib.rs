@@ -18,7 +18,7 @@ mod id;
 mod secret;
 
 pub use error::KmsError;
-pub use id::{KeyId, VersionedKeyId};
+pub use id::{KeyId, KeyIdKind, VersionedKeyId};
 pub use secret::SecretBytes;
 
 use async_trait::async_trait;
