@@ -35,14 +35,21 @@ impl Valv {
 
     pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Valv {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_valv"));
-        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir).args(extra);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra);
         for (k, v) in env {
             cmd.env(k, v);
         }
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .stdin(Stdio::null());
         let mut child = cmd.spawn().expect("spawn valv");
         let stdout = child.stdout.take().expect("stdout piped");
         let (tx, rx) = mpsc::channel();
@@ -66,7 +73,12 @@ impl Valv {
                 panic!("valv did not report 'listening on' within {START_TIMEOUT:?} (exit: {status:?})");
             }
         };
-        Valv { child, base, data_dir: data_dir.to_owned(), _drain: Some(drain) }
+        Valv {
+            child,
+            base,
+            data_dir: data_dir.to_owned(),
+            _drain: Some(drain),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -109,7 +121,8 @@ impl Valv {
 
     /// Peak resident set size (VmHWM) of the valv process, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc status");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -128,7 +141,10 @@ impl Drop for Valv {
 /// A blocking-free async HTTP client that does not follow redirects (tests assert on
 /// `Location` headers themselves).
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("reqwest client")
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("reqwest client")
 }
 
 /// sha256 digest string of `data`.
