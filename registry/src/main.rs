@@ -1,1 +1,86 @@
-fn main() {}
+//! The `valv` binary: parse the command line, build the application, serve until
+//! SIGINT or SIGTERM. Everything else lives in the library.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use valv::app::{dev_key_notice, App, KeySource};
+use valv::cli::{Cli, Command, ServeArgs};
+use valv::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Logs go to stderr: stdout carries only the "listening on" line that scripts and
+    // the test harness wait for.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("valv: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("valv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::load(&args.overrides(), &|k| std::env::var(k).ok())?;
+    let (app, key) = App::build(&config).await?;
+    match &key {
+        KeySource::DevKey { id, created } => eprintln!("{}", dev_key_notice(id, *created)),
+        KeySource::Configured(id) => {
+            tracing::info!(key = %id, "encrypting under the configured key")
+        }
+    }
+    let listener = TcpListener::bind(&config.server.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{addr}")?;
+        out.flush()?;
+    }
+    valv::server::run(listener, Arc::new(app), shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on the first SIGINT or SIGTERM. If the handlers cannot be installed the
+/// registry still runs (and dies on the default signal action, which is also safe).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; graceful shutdown is unavailable");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => tracing::info!("SIGINT received: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM received: shutting down"),
+    }
+}

@@ -1,0 +1,191 @@
+//! The one application value every request handler sees: the opened store and the
+//! settings, built from a validated [`Config`]. Nothing is global.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kms_client::local::{ensure_dev_key, LocalKek};
+use kms_client::{Kek, KeyId, KmsError};
+use object_store::ObjectStore;
+use storage::{Store, StoreError};
+use thiserror::Error;
+
+use crate::config::{Config, StorageUrl};
+
+/// The local development KEK's name under `<data_dir>/keys`.
+pub const DEV_KEY_NAME: &str = "valv-dev-kek";
+
+/// Settings the HTTP layer reads on every connection or request.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+    pub header_read_timeout: Duration,
+    pub max_manifest_bytes: usize,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Settings {
+        Settings {
+            max_connections: config.server.max_connections,
+            shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
+            header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
+            max_manifest_bytes: config.server.max_manifest_bytes,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct App {
+    pub store: Store,
+    pub settings: Settings,
+}
+
+/// Which KEK the registry runs under, so `main` can tell the operator.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// The embedded default: a local RSA key on disk. Development only.
+    DevKey { id: KeyId, created: bool },
+    /// An operator-configured key.
+    Configured(KeyId),
+}
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(
+        "key id {0}: the Azure Key Vault provider is not available yet in this build of valv; \
+         use a file:///<dir>/<name> key id, or leave the key id unset for a local development key"
+    )]
+    KeyVaultUnavailable(KeyId),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("encryption key: {0}")]
+    Key(#[from] KmsError),
+    #[error("object storage at {url}: {source}")]
+    ObjectStore {
+        url: String,
+        source: object_store::Error,
+    },
+    #[error("opening the encrypted store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl App {
+    /// Builds the application: resolves the data directory, prepares the KEK (creating
+    /// the local development key on first start), opens the object store and the
+    /// encrypted store's keyring.
+    ///
+    /// Fails when a directory cannot be created, the key id names a provider that is
+    /// not available, the key is unusable, or the keyring cannot be opened with it.
+    pub async fn build(config: &Config) -> Result<(App, KeySource), StartError> {
+        let data_dir = absolute(&config.storage.data_dir)?;
+        create_dir(&data_dir, "creating data directory")?;
+
+        let (kek, key_id, source) = open_kek(config, &data_dir).await?;
+        let objects = open_objects(config, &data_dir)?;
+        let store = Store::open(objects, kek, &key_id).await?;
+        let app = App {
+            store,
+            settings: Settings::from_config(config),
+        };
+        Ok((app, source))
+    }
+}
+
+async fn open_kek(
+    config: &Config,
+    data_dir: &Path,
+) -> Result<(Arc<dyn Kek>, KeyId, KeySource), StartError> {
+    let configured = config.key_id().map_err(StartError::Key)?;
+    match configured {
+        // kms_client does not export its KeyIdKind, so the provider is told by the
+        // id's (already validated) scheme.
+        Some(id) if id.to_string().starts_with("file://") => Ok((
+            Arc::new(LocalKek::new()),
+            id.clone(),
+            KeySource::Configured(id),
+        )),
+        Some(id) => Err(StartError::KeyVaultUnavailable(id)),
+        None => {
+            let dir = data_dir.join("keys");
+            create_dir(&dir, "creating key directory")?;
+            // RSA key generation takes a while; keep it off the async worker threads.
+            let (id, created) =
+                tokio::task::spawn_blocking(move || ensure_dev_key(&dir, DEV_KEY_NAME))
+                    .await
+                    .map_err(|e| {
+                        StartError::Invalid(format!("creating the development key: {e}"))
+                    })??;
+            Ok((
+                Arc::new(LocalKek::new()),
+                id.clone(),
+                KeySource::DevKey { id, created },
+            ))
+        }
+    }
+}
+
+fn open_objects(config: &Config, data_dir: &Path) -> Result<Arc<dyn ObjectStore>, StartError> {
+    let url = config.storage_url().map_err(StartError::Invalid)?;
+    let dir = match url {
+        Some(StorageUrl::Memory) => return Ok(Arc::new(object_store::memory::InMemory::new())),
+        Some(StorageUrl::File(dir)) => dir,
+        None => data_dir.join("store"),
+    };
+    // LocalFileSystem::new_with_prefix requires the directory to exist.
+    create_dir(&dir, "creating storage directory")?;
+    let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|source| {
+        StartError::ObjectStore {
+            url: format!("file://{}", dir.display()),
+            source,
+        }
+    })?;
+    Ok(Arc::new(fs))
+}
+
+/// file:// key ids need absolute paths, and a relative data dir would silently change
+/// meaning with the working directory of a restarted process.
+fn absolute(path: &Path) -> Result<PathBuf, StartError> {
+    std::path::absolute(path).map_err(|source| StartError::Io {
+        what: "resolving data directory",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn create_dir(path: &Path, what: &'static str) -> Result<(), StartError> {
+    std::fs::create_dir_all(path).map_err(|source| StartError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The notice printed when the embedded default key is in use.
+pub fn dev_key_notice(id: &KeyId, created: bool) -> String {
+    let what = if created {
+        "created a new local development key-encryption key"
+    } else {
+        "using the local development key-encryption key"
+    };
+    format!(
+        "\n\
+         ************************************************************************\n\
+         * WARNING: valv {what}\n\
+         *   {id}\n\
+         * A local KEK lives on the same disk as the data it protects: it is for\n\
+         * development only and gives none of the customer-managed-key guarantees.\n\
+         * For production, configure a vault key:\n\
+         *   valv serve --key-id https://<vault>.vault.azure.net/keys/<name>\n\
+         * (or VALV_KEY_ID / [encryption] key_id; see docs/OPERATIONS.md).\n\
+         * Note: the Key Vault provider is not available in this build yet.\n\
+         ************************************************************************\n"
+    )
+}

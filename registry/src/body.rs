@@ -1,0 +1,218 @@
+//! Request and response bodies. Blob bodies move as streams of `Bytes` in both
+//! directions (STYLE habit 7); only manifests are collected, under a size limit.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use storage::{BodyStream, ByteStream};
+
+use crate::errors::LengthMismatch;
+
+/// The response body type. Unsync because the store's read streams are `Send` only.
+pub type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// Streams a blob read to the client. A store error mid-stream (e.g. a segment that
+/// fails authentication) becomes a body error, which makes hyper cut the connection:
+/// the client sees a truncated response, never unauthenticated bytes.
+pub fn from_store(stream: ByteStream) -> Body {
+    let frames = stream.map(|item| match item {
+        Ok(bytes) => Ok(Frame::data(bytes)),
+        Err(e) => {
+            tracing::error!(error = %e, "blob stream failed mid-response; cutting the connection");
+            Err(io::Error::other(e))
+        }
+    });
+    StreamBody::new(frames).boxed_unsync()
+}
+
+/// The request body as the store takes it, checked against a declared length.
+///
+/// With `declared = Some(n)`, a body that ends before `n` bytes or runs past them
+/// yields an [`io::Error`] carrying [`LengthMismatch`]: the store then discards the
+/// append instead of committing a chunk that is not what the client said it sent.
+pub fn request_stream(body: Incoming, declared: Option<u64>) -> BodyStream<'static> {
+    let data = body.into_data_stream().map(|r| r.map_err(io::Error::other));
+    CheckedLength {
+        inner: Box::pin(data),
+        declared,
+        seen: 0,
+        done: false,
+    }
+    .boxed()
+}
+
+struct CheckedLength<S> {
+    inner: Pin<Box<S>>,
+    declared: Option<u64>,
+    seen: u64,
+    done: bool,
+}
+
+impl<S> Stream for CheckedLength<S>
+where
+    S: Stream<Item = io::Result<Bytes>>,
+{
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let mismatch = |declared: u64, seen: u64| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                LengthMismatch {
+                    declared,
+                    received_at_least: seen,
+                },
+            )
+        };
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.seen += chunk.len() as u64;
+                match self.declared {
+                    Some(n) if self.seen > n => {
+                        self.done = true;
+                        Poll::Ready(Some(Err(mismatch(n, self.seen))))
+                    }
+                    _ => Poll::Ready(Some(Ok(chunk))),
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                match self.declared {
+                    Some(n) if self.seen != n => Poll::Ready(Some(Err(mismatch(n, self.seen)))),
+                    _ => Poll::Ready(None),
+                }
+            }
+        }
+    }
+}
+
+/// Why a bounded body could not be collected.
+#[derive(Debug)]
+pub enum CollectError {
+    TooLarge,
+    Body(io::Error),
+}
+
+/// Collects a small body (a manifest) into memory, holding at most `limit` bytes.
+///
+/// A body over the limit is read on and discarded up to `drain` bytes before
+/// `TooLarge` is returned: hyper closes a connection whose request body was not read
+/// to the end, and a client still writing then sees a reset instead of our 413. With
+/// `skip = true` (the declared length is already over the limit) nothing is kept.
+pub async fn collect_limited(
+    body: Incoming,
+    limit: usize,
+    drain: u64,
+    skip: bool,
+) -> Result<Bytes, CollectError> {
+    let mut data = body.into_data_stream();
+    let mut kept = bytes::BytesMut::new();
+    let mut seen: u64 = 0;
+    let mut over = skip;
+    while let Some(chunk) = data.next().await {
+        let chunk = chunk.map_err(|e| CollectError::Body(io::Error::other(e)))?;
+        seen += chunk.len() as u64;
+        if !over && kept.len() + chunk.len() > limit {
+            over = true;
+            kept = bytes::BytesMut::new();
+        }
+        if over {
+            if seen > drain {
+                break;
+            }
+        } else {
+            kept.extend_from_slice(&chunk);
+        }
+    }
+    if over {
+        Err(CollectError::TooLarge)
+    } else {
+        Ok(kept.freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::stream;
+
+    async fn run(
+        chunks: Vec<&'static [u8]>,
+        declared: Option<u64>,
+    ) -> (Vec<u8>, Option<io::Error>) {
+        let inner = stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from_static(c))));
+        let mut s = CheckedLength {
+            inner: Box::pin(inner),
+            declared,
+            seen: 0,
+            done: false,
+        };
+        let mut out = Vec::new();
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(b) => out.extend_from_slice(&b),
+                Err(e) => {
+                    assert!(s.next().await.is_none(), "stream ends after an error");
+                    return (out, Some(e));
+                }
+            }
+        }
+        (out, None)
+    }
+
+    fn is_mismatch(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|i| i.is::<LengthMismatch>())
+    }
+
+    #[tokio::test]
+    async fn exact_length_passes() {
+        let (out, err) = run(vec![b"ab", b"cd"], Some(4)).await;
+        assert_eq!(out, b"abcd");
+        assert!(err.is_none());
+    }
+
+    #[tokio::test]
+    async fn undeclared_length_passes() {
+        let (out, err) = run(vec![b"ab", b"", b"c"], None).await;
+        assert_eq!(out, b"abc");
+        assert!(err.is_none());
+    }
+
+    #[tokio::test]
+    async fn short_body_fails_at_the_end() {
+        let (out, err) = run(vec![b"ab"], Some(3)).await;
+        assert_eq!(out, b"ab");
+        assert!(err.as_ref().is_some_and(is_mismatch));
+    }
+
+    #[tokio::test]
+    async fn long_body_fails_before_passing_the_excess() {
+        let (out, err) = run(vec![b"ab", b"cd"], Some(3)).await;
+        assert_eq!(out, b"ab");
+        assert!(err.as_ref().is_some_and(is_mismatch));
+    }
+}

@@ -1,0 +1,471 @@
+//! Typed configuration: defaults in code, then a TOML file, then `VALV_*` environment
+//! variables, then command-line flags (DESIGN §9). Unknown keys are errors, and
+//! [`Config::validate`] reports every problem at once instead of panicking on the first.
+//!
+//! docs/OPERATIONS.md lists every key; keep the two in step.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use kms_client::{KeyId, KmsError};
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Manifests are collected in memory, so their size is bounded. The spec says a
+/// registry SHOULD accept at least 4 MB, hence the floor.
+pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+const MIN_MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+const MAX_MAX_MANIFEST_BYTES: usize = 64 * 1024 * 1024;
+
+/// The whole configuration. Every field has a default, so an empty file is valid.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub encryption: EncryptionConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// `host:port` to listen on. Loopback by default, so a development registry is
+    /// never exposed by accident.
+    pub listen: String,
+    /// Connections served at once; further ones wait in the kernel's accept queue
+    /// instead of exhausting file descriptors or memory.
+    pub max_connections: usize,
+    /// After SIGINT/SIGTERM, how long in-flight requests may run before they are cut.
+    /// Cutting is safe (an upload is only committed by its envelope), merely rude.
+    pub shutdown_grace_secs: u64,
+    /// How long a client may take to send its request headers (slow-loris guard).
+    pub header_read_timeout_secs: u64,
+    /// Largest manifest accepted (413 above it).
+    pub max_manifest_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:5000".into(),
+            max_connections: 1024,
+            shutdown_grace_secs: 30,
+            header_read_timeout_secs: 30,
+            max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Where the embedded defaults live: the local KEK (`keys/`) and, unless `url` says
+    /// otherwise, the object store (`store/`).
+    pub data_dir: PathBuf,
+    /// `file:///abs/path` or `memory://`. Unset: `<data_dir>/store` on the local disk.
+    pub url: Option<String>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./valv-data"),
+            url: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncryptionConfig {
+    /// The KEK. Unset: a local development key under `<data_dir>/keys`.
+    pub key_id: Option<String>,
+}
+
+/// Values given on the command line; `None` leaves the lower layers' value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub key_id: Option<String>,
+    pub storage: Option<String>,
+}
+
+/// Where the object store lives, parsed from `storage.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageUrl {
+    /// A directory on the local filesystem (absolute).
+    File(PathBuf),
+    /// Process memory: gone at exit. For tests and demonstrations.
+    Memory,
+}
+
+impl FromStr for StorageUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "memory://" || s == "memory:" {
+            return Ok(StorageUrl::Memory);
+        }
+        if let Some(path) = s.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "storage url {s:?}: a file url needs an absolute path, file:///<dir>"
+                ));
+            }
+            return Ok(StorageUrl::File(PathBuf::from(path)));
+        }
+        let scheme = s.split_once("://").map_or(s, |(scheme, _)| scheme);
+        match scheme {
+            "s3" | "az" | "gs" => Err(format!(
+                "storage url {s:?}: the {scheme}:// backend is not available yet; use file:///<dir> or memory://"
+            )),
+            _ => Err(format!(
+                "storage url {s:?}: expected file:///<dir> or memory://"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: &'static str, message: String },
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+/// Environment variable names, one per setting (plus `VALV_CONFIG` for the file).
+pub mod env {
+    pub const CONFIG: &str = "VALV_CONFIG";
+    pub const LISTEN: &str = "VALV_LISTEN";
+    pub const MAX_CONNECTIONS: &str = "VALV_MAX_CONNECTIONS";
+    pub const SHUTDOWN_GRACE_SECS: &str = "VALV_SHUTDOWN_GRACE_SECS";
+    pub const HEADER_READ_TIMEOUT_SECS: &str = "VALV_HEADER_READ_TIMEOUT_SECS";
+    pub const MAX_MANIFEST_BYTES: &str = "VALV_MAX_MANIFEST_BYTES";
+    pub const DATA_DIR: &str = "VALV_DATA_DIR";
+    pub const STORAGE: &str = "VALV_STORAGE";
+    pub const KEY_ID: &str = "VALV_KEY_ID";
+}
+
+impl Config {
+    /// Builds the configuration from every layer and validates it.
+    ///
+    /// `getenv` is the environment (injected so tests need not touch the process's).
+    /// Fails when the file cannot be read or parsed (unknown keys included), an
+    /// environment value does not parse, or validation finds problems.
+    pub fn load(
+        flags: &Overrides,
+        getenv: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        // An empty variable counts as unset, as shells make "unset" awkward.
+        let getenv = |k: &str| getenv(k).filter(|v| !v.is_empty());
+        let file = flags
+            .config
+            .clone()
+            .or_else(|| getenv(env::CONFIG).map(PathBuf::from));
+        let mut config = match file {
+            Some(path) => Config::from_file(&path)?,
+            None => Config::default(),
+        };
+        config.apply_env(&getenv)?;
+        config.apply_flags(flags);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML file. Fails on I/O errors, syntax errors and unknown keys.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error is the parser's message (it names unknown keys).
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Overrides fields from `VALV_*` variables. Fails on a value that does not parse.
+    pub fn apply_env(
+        &mut self,
+        getenv: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        fn number<T: FromStr>(var: &'static str, v: &str) -> Result<T, ConfigError> {
+            v.trim().parse().map_err(|_| ConfigError::Env {
+                var,
+                message: format!("{v:?} is not a non-negative integer"),
+            })
+        }
+        if let Some(v) = getenv(env::LISTEN) {
+            self.server.listen = v;
+        }
+        if let Some(v) = getenv(env::MAX_CONNECTIONS) {
+            self.server.max_connections = number(env::MAX_CONNECTIONS, &v)?;
+        }
+        if let Some(v) = getenv(env::SHUTDOWN_GRACE_SECS) {
+            self.server.shutdown_grace_secs = number(env::SHUTDOWN_GRACE_SECS, &v)?;
+        }
+        if let Some(v) = getenv(env::HEADER_READ_TIMEOUT_SECS) {
+            self.server.header_read_timeout_secs = number(env::HEADER_READ_TIMEOUT_SECS, &v)?;
+        }
+        if let Some(v) = getenv(env::MAX_MANIFEST_BYTES) {
+            self.server.max_manifest_bytes = number(env::MAX_MANIFEST_BYTES, &v)?;
+        }
+        if let Some(v) = getenv(env::DATA_DIR) {
+            self.storage.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = getenv(env::STORAGE) {
+            self.storage.url = Some(v);
+        }
+        if let Some(v) = getenv(env::KEY_ID) {
+            self.encryption.key_id = Some(v);
+        }
+        Ok(())
+    }
+
+    /// Overrides fields from command-line flags (the top layer).
+    pub fn apply_flags(&mut self, flags: &Overrides) {
+        if let Some(v) = &flags.listen {
+            self.server.listen = v.clone();
+        }
+        if let Some(v) = &flags.data_dir {
+            self.storage.data_dir = v.clone();
+        }
+        if let Some(v) = &flags.storage {
+            self.storage.url = Some(v.clone());
+        }
+        if let Some(v) = &flags.key_id {
+            self.encryption.key_id = Some(v.clone());
+        }
+    }
+
+    /// Checks every setting; the error lists all problems found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if let Err(e) = check_listen(&self.server.listen) {
+            problems.push(e);
+        }
+        if self.server.max_connections == 0 {
+            problems.push("server.max_connections must be at least 1".into());
+        }
+        if self.server.header_read_timeout_secs == 0 {
+            problems.push("server.header_read_timeout_secs must be at least 1".into());
+        }
+        let m = self.server.max_manifest_bytes;
+        if !(MIN_MAX_MANIFEST_BYTES..=MAX_MAX_MANIFEST_BYTES).contains(&m) {
+            problems.push(format!(
+                "server.max_manifest_bytes must be between {MIN_MAX_MANIFEST_BYTES} and {MAX_MAX_MANIFEST_BYTES} (got {m})"
+            ));
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            problems.push("storage.data_dir must not be empty".into());
+        }
+        if let Err(e) = self.storage_url() {
+            problems.push(e);
+        }
+        if let Err(e) = self.key_id() {
+            problems.push(format!("encryption.key_id: {e}"));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The configured object store; `None` means the default under the data directory.
+    pub fn storage_url(&self) -> Result<Option<StorageUrl>, String> {
+        self.storage.url.as_deref().map(str::parse).transpose()
+    }
+
+    /// The configured KEK; `None` means the local development key.
+    pub fn key_id(&self) -> Result<Option<KeyId>, KmsError> {
+        self.encryption
+            .key_id
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+    }
+}
+
+/// `host:port` with a numeric port; the host is resolved when binding.
+fn check_listen(listen: &str) -> Result<(), String> {
+    let bad =
+        || format!("server.listen {listen:?} must be host:port, e.g. 127.0.0.1:5000 or [::]:5000");
+    let (host, port) = listen.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = Config::load(&Overrides::default(), &no_env).expect("defaults load");
+        assert_eq!(c.server.listen, "127.0.0.1:5000");
+        assert_eq!(c.storage.data_dir, PathBuf::from("./valv-data"));
+        assert_eq!(c.storage.url, None);
+        assert_eq!(c.encryption.key_id, None);
+        assert_eq!(c.server.max_manifest_bytes, 4 * 1024 * 1024);
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::from_toml(""), Ok(Config::default()));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e =
+            Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlisen = \"x\"\n").unwrap_err();
+        assert!(e.contains("lisen"), "{e}");
+        let e = Config::from_toml("[storag]\n").unwrap_err();
+        assert!(e.contains("storag"), "{e}");
+        let e = Config::from_toml("top_level = 1\n").unwrap_err();
+        assert!(e.contains("top_level"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_are_rejected() {
+        assert!(Config::from_toml("[server]\nmax_connections = \"many\"\n").is_err());
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("valv.toml");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"127.0.0.1:1111\"\nmax_connections = 7\n\
+             [storage]\ndata_dir = \"/from/file\"\nurl = \"memory://\"\n",
+        )
+        .expect("write config");
+        let env: HashMap<&str, String> = [
+            (env::CONFIG, file.display().to_string()),
+            (env::LISTEN, "127.0.0.1:2222".to_string()),
+            (env::DATA_DIR, "/from/env".to_string()),
+            (env::MAX_CONNECTIONS, "".to_string()), // empty = unset
+        ]
+        .into_iter()
+        .collect();
+        let getenv = |k: &str| env.get(k).cloned();
+
+        // File, overridden by env.
+        let c = Config::load(&Overrides::default(), &getenv).expect("load");
+        assert_eq!(c.server.listen, "127.0.0.1:2222");
+        assert_eq!(c.storage.data_dir, PathBuf::from("/from/env"));
+        assert_eq!(
+            c.server.max_connections, 7,
+            "file value kept when env is empty"
+        );
+        assert_eq!(c.storage.url.as_deref(), Some("memory://"));
+
+        // Flags override both.
+        let flags = Overrides {
+            listen: Some("127.0.0.1:3333".into()),
+            storage: Some("file:///srv/valv".into()),
+            ..Overrides::default()
+        };
+        let c = Config::load(&flags, &getenv).expect("load");
+        assert_eq!(c.server.listen, "127.0.0.1:3333");
+        assert_eq!(c.storage.data_dir, PathBuf::from("/from/env"));
+        assert_eq!(
+            c.storage_url(),
+            Ok(Some(StorageUrl::File("/srv/valv".into())))
+        );
+    }
+
+    #[test]
+    fn config_flag_beats_config_env() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.toml");
+        let b = dir.path().join("b.toml");
+        std::fs::write(&a, "[server]\nmax_connections = 1\n").expect("write");
+        std::fs::write(&b, "[server]\nmax_connections = 2\n").expect("write");
+        let a_str = a.display().to_string();
+        let getenv = |k: &str| (k == env::CONFIG).then(|| a_str.clone());
+        let flags = Overrides {
+            config: Some(b),
+            ..Overrides::default()
+        };
+        let c = Config::load(&flags, &getenv).expect("load");
+        assert_eq!(c.server.max_connections, 2);
+    }
+
+    #[test]
+    fn unparsable_env_is_an_error_naming_the_variable() {
+        let getenv = |k: &str| (k == env::MAX_CONNECTIONS).then(|| "lots".to_string());
+        let e = Config::load(&Overrides::default(), &getenv).unwrap_err();
+        assert!(e.to_string().contains("VALV_MAX_CONNECTIONS"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let flags = Overrides {
+            config: Some("/nonexistent/valv.toml".into()),
+            ..Overrides::default()
+        };
+        assert!(matches!(
+            Config::load(&flags, &no_env),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn validate_reports_every_problem() {
+        let mut c = Config::default();
+        c.server.listen = "nope".into();
+        c.server.max_connections = 0;
+        c.server.max_manifest_bytes = 10;
+        c.storage.url = Some("s3://bucket/prefix".into());
+        c.encryption.key_id = Some("ftp://key".into());
+        let Err(ConfigError::Invalid(problems)) = c.validate() else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("not available yet")));
+    }
+
+    #[test]
+    fn storage_urls() {
+        assert_eq!("memory://".parse(), Ok(StorageUrl::Memory));
+        assert_eq!(
+            "file:///var/lib/valv".parse(),
+            Ok(StorageUrl::File("/var/lib/valv".into()))
+        );
+        assert!("file://relative/dir".parse::<StorageUrl>().is_err());
+        assert!("/just/a/path".parse::<StorageUrl>().is_err());
+    }
+
+    #[test]
+    fn listen_forms() {
+        assert!(check_listen("127.0.0.1:0").is_ok());
+        assert!(check_listen("[::1]:5000").is_ok());
+        assert!(check_listen("localhost:5000").is_ok());
+        assert!(check_listen("127.0.0.1").is_err());
+        assert!(check_listen(":5000").is_err());
+        assert!(check_listen("127.0.0.1:99999").is_err());
+    }
+}

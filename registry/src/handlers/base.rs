@@ -1,0 +1,65 @@
+//! `/v2/`, `/v2/_catalog`, `/healthz`, `/readyz`.
+
+use http::header::LINK;
+use http::{Response, StatusCode};
+use serde::Serialize;
+
+use super::{HandlerResult, Reply};
+use crate::app::App;
+use crate::body::Body;
+use crate::query::{encode_value, Query};
+
+/// end-1: the API version check. The `Docker-Distribution-API-Version` header is added
+/// to every response by the server.
+pub fn api_base() -> Response<Body> {
+    Reply::new(StatusCode::OK)
+        .bytes("application/json", bytes::Bytes::from_static(b"{}"))
+        .build()
+}
+
+pub fn healthz() -> Response<Body> {
+    Reply::new(StatusCode::OK)
+        .bytes(
+            "text/plain; charset=utf-8",
+            bytes::Bytes::from_static(b"ok\n"),
+        )
+        .build()
+}
+
+/// The store opened its keyring at start, so a running registry can serve. When the
+/// key watcher exists (DESIGN §7) this will report its state instead.
+pub fn readyz(_app: &App) -> Response<Body> {
+    Reply::new(StatusCode::OK)
+        .bytes(
+            "text/plain; charset=utf-8",
+            bytes::Bytes::from_static(b"ready\n"),
+        )
+        .build()
+}
+
+#[derive(Serialize)]
+struct Catalog<'a> {
+    repositories: Vec<&'a str>,
+}
+
+/// `GET /v2/_catalog?n=&last=`: repositories in lexical order.
+pub async fn catalog(app: &App, query: &Query) -> HandlerResult {
+    let n = query.page_size()?;
+    let page = app.store.catalog(n, query.last()).await?;
+    let repositories: Vec<&str> = page.items.iter().map(|r| r.as_str()).collect();
+    let mut reply = Reply::new(StatusCode::OK);
+    if let (true, Some(n), Some(last)) = (page.more, n, repositories.last()) {
+        if n > 0 {
+            reply = reply.header(
+                LINK,
+                format!(
+                    "</v2/_catalog?n={n}&last={}>; rel=\"next\"",
+                    encode_value(last)
+                ),
+            );
+        }
+    }
+    Ok(reply
+        .json("application/json", &Catalog { repositories })
+        .build())
+}

@@ -1,0 +1,227 @@
+//! Blob uploads: start (end-4a/4b, mount end-11), status (end-13), chunks (end-5),
+//! finish (end-6) and cancel. Sessions live in the store, so any node can continue one.
+
+use http::header::{CONTENT_RANGE, LOCATION, RANGE};
+use http::{Request, StatusCode};
+use hyper::body::{Body as _, Incoming};
+use storage::{Digest, RepositoryName, StoreError, UploadId, UploadStatus};
+
+use super::names::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
+use super::{content_length, header_str, HandlerResult, Reply};
+use crate::app::App;
+use crate::body::request_stream;
+use crate::errors::{ApiError, ErrorCode};
+use crate::query::Query;
+use crate::range::{parse_content_range, upload_range_header, ContentRangeError};
+
+fn upload_location(repo: &RepositoryName, id: &UploadId) -> String {
+    format!("/v2/{repo}/blobs/uploads/{id}")
+}
+
+/// 202 (or 204) with where the session is and how far it got.
+fn session_reply(status: StatusCode, s: &UploadStatus) -> Reply {
+    Reply::new(status)
+        .header(LOCATION, upload_location(&s.repository, &s.id))
+        .header(RANGE, upload_range_header(s.offset))
+        .header(DOCKER_UPLOAD_UUID, s.id.as_str())
+}
+
+/// 201 for a blob now in the repository.
+fn blob_created(repo: &RepositoryName, digest: &Digest) -> Reply {
+    Reply::new(StatusCode::CREATED)
+        .header(LOCATION, format!("/v2/{repo}/blobs/{digest}"))
+        .header(DOCKER_CONTENT_DIGEST, digest.to_string())
+}
+
+/// The 416 for a chunk that does not continue the session: tells the client where the
+/// session stands so it can resume from there.
+fn out_of_order(repo: &RepositoryName, id: &UploadId, offset: u64, why: String) -> ApiError {
+    ApiError::new(ErrorCode::BlobUploadInvalid)
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+        .with_message(why)
+        .with_detail(serde_json::json!({ "offset": offset }))
+        .with_header(LOCATION, upload_location(repo, id))
+        .with_header(RANGE, upload_range_header(offset))
+        .with_header(DOCKER_UPLOAD_UUID, id.as_str())
+}
+
+/// Maps store errors of an append or finish, adding the session's position to a 416.
+fn upload_error(repo: &RepositoryName, id: &UploadId, e: StoreError) -> ApiError {
+    match e {
+        StoreError::OffsetMismatch { current } => out_of_order(
+            repo,
+            id,
+            current,
+            format!("chunk does not start at the upload's current offset {current}"),
+        ),
+        other => other.into(),
+    }
+}
+
+/// `POST /v2/<name>/blobs/uploads/`: mount (`?mount=&from=`), monolithic
+/// (`?digest=`, body is the blob), or a new session.
+pub async fn start(
+    app: &App,
+    repo: &RepositoryName,
+    query: &Query,
+    req: Request<Incoming>,
+) -> HandlerResult {
+    if let Some(mount) = query.get("mount") {
+        let digest: Digest = mount.parse()?;
+        if let Some(reply) = try_mount(app, repo, &digest, query.get("from")).await? {
+            return Ok(reply.build());
+        }
+        // Not mountable: the spec says to fall back to an ordinary session (202).
+    } else if let Some(d) = query.get("digest") {
+        let digest: Digest = d.parse()?;
+        let declared = content_length(&req)?;
+        let body = request_stream(req.into_body(), declared);
+        let info = app.store.put_blob(repo, &digest, body).await?;
+        return Ok(blob_created(repo, &info.digest).build());
+    }
+    let session = app.store.create_upload(repo).await?;
+    Ok(session_reply(StatusCode::ACCEPTED, &session).build())
+}
+
+/// Links `digest` into `repo` if the client may read it. With `from`, only from that
+/// repository (the spec's mount); without it, from anywhere, since valv is single-tenant
+/// and every client may read every repository (automatic mount). `None` when the blob
+/// is not there to mount.
+async fn try_mount(
+    app: &App,
+    repo: &RepositoryName,
+    digest: &Digest,
+    from: Option<&str>,
+) -> Result<Option<Reply>, ApiError> {
+    if let Some(from) = from.filter(|f| !f.is_empty()) {
+        let from: RepositoryName = from.parse()?;
+        match app.store.stat_repo_blob(&from, digest).await {
+            Ok(_) => {}
+            Err(StoreError::BlobUnknown) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match app.store.link_blob(repo, digest).await {
+        Ok(info) => Ok(Some(blob_created(repo, &info.digest))),
+        Err(StoreError::BlobUnknown) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /v2/<name>/blobs/uploads/<id>`: 204 with the session's `Range`.
+pub async fn status(app: &App, repo: &RepositoryName, id: &UploadId) -> HandlerResult {
+    let s = app.store.upload_status(repo, id).await?;
+    Ok(session_reply(StatusCode::NO_CONTENT, &s).build())
+}
+
+/// Where a chunk goes and how long the client says it is.
+struct Chunk {
+    /// From `Content-Range`; `None` appends at the session's offset (streamed PATCH,
+    /// what docker sends).
+    start: Option<u64>,
+    /// The length the body must have: the range's length, else `Content-Length`.
+    declared: Option<u64>,
+}
+
+/// Reads `Content-Range` / `Content-Length` of a chunk.
+///
+/// Fails with 400 for a malformed `Content-Range`, and with 416 when the range is
+/// inverted or its length disagrees with `Content-Length` (the chunk cannot be what
+/// the range claims); the 416 reports the session's offset.
+async fn chunk_of(
+    app: &App,
+    repo: &RepositoryName,
+    id: &UploadId,
+    req: &Request<Incoming>,
+) -> Result<Chunk, ApiError> {
+    let length = content_length(req)?;
+    let Some(value) = header_str(req, CONTENT_RANGE) else {
+        return Ok(Chunk {
+            start: None,
+            declared: length,
+        });
+    };
+    let why = match parse_content_range(value) {
+        Ok(range) if length.is_none_or(|l| l == range.length()) => {
+            return Ok(Chunk {
+                start: Some(range.start),
+                declared: Some(range.length()),
+            })
+        }
+        Ok(range) => format!(
+            "Content-Range {}-{} is {} bytes but Content-Length is {}",
+            range.start,
+            range.end,
+            range.length(),
+            length.unwrap_or_default()
+        ),
+        Err(ContentRangeError::Inverted) => {
+            format!("Content-Range {value:?} ends before it starts")
+        }
+        Err(ContentRangeError::Malformed) => {
+            return Err(
+                ApiError::new(ErrorCode::BlobUploadInvalid).with_message(format!(
+                    "malformed Content-Range {value:?}: expected <start>-<end>"
+                )),
+            )
+        }
+    };
+    // The 416 tells the client where to resume, which needs the session (and makes an
+    // unknown session a 404 rather than a 416).
+    let s = app.store.upload_status(repo, id).await?;
+    Err(out_of_order(repo, id, s.offset, why))
+}
+
+/// `PATCH /v2/<name>/blobs/uploads/<id>`: appends a chunk, streamed into the store.
+pub async fn patch(
+    app: &App,
+    repo: &RepositoryName,
+    id: &UploadId,
+    req: Request<Incoming>,
+) -> HandlerResult {
+    let chunk = chunk_of(app, repo, id, &req).await?;
+    let body = request_stream(req.into_body(), chunk.declared);
+    let s = app
+        .store
+        .append_upload(repo, id, chunk.start, body)
+        .await
+        .map_err(|e| upload_error(repo, id, e))?;
+    Ok(session_reply(StatusCode::ACCEPTED, &s).build())
+}
+
+/// `PUT /v2/<name>/blobs/uploads/<id>?digest=`: commits the blob, optionally with a
+/// last chunk in the body. The store verifies the digest before anything is visible.
+pub async fn finish(
+    app: &App,
+    repo: &RepositoryName,
+    id: &UploadId,
+    query: &Query,
+    req: Request<Incoming>,
+) -> HandlerResult {
+    let digest: Digest = query
+        .get("digest")
+        .ok_or_else(|| {
+            ApiError::new(ErrorCode::DigestInvalid)
+                .with_message("the digest query parameter is required")
+        })?
+        .parse()?;
+    // An empty body (Content-Length: 0, or none at all) carries no last chunk.
+    let last = if req.body().is_end_stream() {
+        None
+    } else {
+        let chunk = chunk_of(app, repo, id, &req).await?;
+        Some((chunk.start, request_stream(req.into_body(), chunk.declared)))
+    };
+    let info = app
+        .store
+        .finish_upload(repo, id, &digest, last)
+        .await
+        .map_err(|e| upload_error(repo, id, e))?;
+    Ok(blob_created(repo, &info.digest).build())
+}
+
+/// `DELETE /v2/<name>/blobs/uploads/<id>`: cancels the session (204).
+pub async fn cancel(app: &App, repo: &RepositoryName, id: &UploadId) -> HandlerResult {
+    app.store.cancel_upload(repo, id).await?;
+    Ok(Reply::new(StatusCode::NO_CONTENT).build())
+}

@@ -1,0 +1,180 @@
+//! The accept loop: HTTP/1.1 over hyper, a bounded number of connections, graceful
+//! shutdown, and one log line per request.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::CONTENT_LENGTH;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use hyper::body::{Body as _, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::app::App;
+use crate::body::Body;
+use crate::errors::{name_error, ApiError, ErrorCode};
+use crate::handlers::{error_response, handle};
+use crate::routes::{route, RouteError};
+use crate::{API_VERSION, API_VERSION_HEADER};
+
+/// Serves `listener` until `shutdown` completes, then stops accepting, lets in-flight
+/// requests finish for up to the configured grace period, and cuts what remains.
+/// Cutting is safe: a blob or manifest is committed by one atomic put in the store, so
+/// an interrupted request leaves nothing half-visible.
+///
+/// Fails only if the listener itself fails in a way that is not per-connection.
+pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future) -> io::Result<()> {
+    let limit = Arc::new(Semaphore::new(app.settings.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        // Wait for a free slot before accepting: over the limit, clients queue in the
+        // kernel's backlog instead of costing us memory.
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                // The semaphore is never closed.
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Per-connection failures (the peer reset before accept) and
+                    // resource exhaustion (EMFILE) are both survivable; back off a
+                    // little so the latter does not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        tracing::trace!(%peer, "connection accepted");
+        connections.spawn(serve_connection(
+            stream,
+            app.clone(),
+            stop_rx.clone(),
+            permit,
+        ));
+        // Reap finished connections so the set does not grow without bound.
+        while connections.try_join_next().is_some() {}
+    }
+
+    drop(listener);
+    let _ = stop_tx.send(true);
+    while connections.try_join_next().is_some() {}
+    let in_flight = connections.len();
+    if in_flight > 0 {
+        tracing::info!(
+            connections = in_flight,
+            "shutting down: waiting for in-flight requests"
+        );
+    }
+    let drained = tokio::time::timeout(app.settings.shutdown_grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            grace = ?app.settings.shutdown_grace,
+            "grace period over: cutting the remaining connections"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    app: Arc<App>,
+    mut stop: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let header_timeout = app.settings.header_read_timeout;
+    let service = service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(serve_request(&app, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = async { drop(stop.wait_for(|stopping| *stopping).await) } => {
+            // Finish the request in progress (if any), then close: keep-alive
+            // connections idle between requests close at once.
+            conn.as_mut().graceful_shutdown();
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error during shutdown");
+            }
+        }
+    }
+}
+
+/// Routes and handles one request, and logs it: method, path, status, response bytes,
+/// duration. Never the body, the query (it may carry nothing secret today, but logs
+/// outlive today), or any header value.
+async fn serve_request(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut resp = match route(&method, &path) {
+        Ok(r) => match handle(app, r, req).await {
+            Ok(resp) => resp,
+            Err(e) => error_response(e),
+        },
+        Err(e) => error_response(route_error(e)),
+    };
+    resp.headers_mut().insert(
+        HeaderName::from_static(API_VERSION_HEADER),
+        HeaderValue::from_static(API_VERSION),
+    );
+    let bytes = resp
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .or_else(|| resp.body().size_hint().exact());
+    tracing::info!(
+        target: "valv::access",
+        %method,
+        %path,
+        status = resp.status().as_u16(),
+        bytes = bytes.unwrap_or(0),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    resp
+}
+
+fn route_error(e: RouteError) -> ApiError {
+    match e {
+        // No spec code means "no such endpoint"; UNSUPPORTED with a 404 says it best.
+        RouteError::NotFound => ApiError::new(ErrorCode::Unsupported)
+            .with_status(StatusCode::NOT_FOUND)
+            .with_message("no such endpoint"),
+        RouteError::MethodNotAllowed { allow } => ApiError::new(ErrorCode::Unsupported)
+            .with_message("method not allowed on this endpoint")
+            .with_header(http::header::ALLOW, allow),
+        RouteError::Name(n) => name_error(n),
+    }
+}

@@ -1,0 +1,293 @@
+//! The API base, health endpoints, unknown paths and methods, start-up failures and
+//! graceful shutdown, against the real binary.
+
+#[path = "http_util.rs"]
+mod util;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::{error_code, header, Registry};
+
+/// Issue 3 acceptance 1: `GET /v2/` answers 200 with the API version header.
+#[tokio::test]
+async fn api_base_answers_200_with_version_header() {
+    let reg = Registry::start();
+    let r = reg.get("/v2/").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "docker-distribution-api-version"),
+        "registry/2.0"
+    );
+    let r = reg.get("/v2").await;
+    assert_eq!(r.status(), 200);
+    let r = reg.head("/v2/").await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn health_endpoints() {
+    let reg = Registry::start();
+    assert_eq!(reg.get("/healthz").await.status(), 200);
+    assert_eq!(reg.get("/readyz").await.status(), 200);
+}
+
+#[tokio::test]
+async fn unknown_path_is_404_with_an_oci_error_and_the_version_header() {
+    let reg = Registry::start();
+    for path in [
+        "/",
+        "/v1/",
+        "/v2/repo",
+        "/v2/repo/whatever/x",
+        "/v2/repo/tags/all",
+    ] {
+        let r = reg.get(path).await;
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(
+            header(&r, "docker-distribution-api-version"),
+            "registry/2.0"
+        );
+        assert_eq!(error_code(r).await, "UNSUPPORTED", "{path}");
+    }
+}
+
+/// Issue 3 acceptance 6: an unsupported method is a 405 with `Allow`, and changes nothing.
+#[tokio::test]
+async fn unsupported_method_is_405_with_allow_and_stores_nothing() {
+    let reg = Registry::start();
+    let data = b"not to be stored".to_vec();
+    let digest = util::sha256(&data);
+    // PUT straight onto a blob path is not an upload.
+    let r = reg
+        .http
+        .put(reg.url(&format!("/v2/repo/blobs/{digest}")))
+        .body(data)
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status(), 405);
+    assert_eq!(header(&r, "allow"), "GET, HEAD, DELETE");
+    assert_eq!(error_code(r).await, "UNSUPPORTED");
+    assert_eq!(reg.blob_status("repo", &digest).await, 404);
+    assert!(reg.catalog().await.is_empty());
+
+    let r = reg
+        .http
+        .post(reg.url("/v2/repo/manifests/latest"))
+        .body("{}")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 405);
+    assert_eq!(header(&r, "allow"), "GET, HEAD, PUT, DELETE");
+    assert_eq!(error_code(r).await, "UNSUPPORTED");
+    assert_eq!(reg.get("/v2/repo/manifests/latest").await.status(), 404);
+
+    let r = reg
+        .http
+        .delete(reg.url("/v2/_catalog"))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(r.status(), 405);
+    assert_eq!(header(&r, "allow"), "GET");
+}
+
+/// SIGTERM with no request in flight: a clean, prompt exit.
+#[tokio::test]
+async fn sigterm_shuts_down_cleanly() {
+    let mut reg = Registry::start();
+    assert_eq!(reg.get("/v2/").await.status(), 200);
+    let status = reg.valv.terminate();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// SIGTERM while an upload is in flight: the server stops accepting connections, the
+/// request still finishes (within the grace period) and its blob is committed.
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_upload_finish() {
+    const PIECE: usize = 64 * 1024;
+    // More than loopback socket buffers hold, so the server must be reading the body
+    // by the time the client has written the first half.
+    const HALF: usize = 24 * 1024 * 1024;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut valv = util::Valv::start(dir.path(), &[]);
+    let http = util::client();
+    let data = bytes::Bytes::from(util::random_bytes(2 * HALF, 7));
+    let digest = util::sha256(&data);
+
+    let (first_half_sent_tx, first_half_sent) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release) = tokio::sync::oneshot::channel::<()>();
+    let pieces: Vec<bytes::Bytes> = (0..data.len())
+        .step_by(PIECE)
+        .map(|i| data.slice(i..i + PIECE))
+        .collect();
+    let state = (
+        pieces.into_iter(),
+        0usize,
+        Some(first_half_sent_tx),
+        Some(release),
+    );
+    let body = futures::stream::unfold(state, |(mut it, n, mut sent_tx, mut release)| async move {
+        if n * PIECE == HALF {
+            // The first half has been handed over; hold the rest until told.
+            if let Some(tx) = sent_tx.take() {
+                let _ = tx.send(());
+            }
+            if let Some(rx) = release.take() {
+                let _ = rx.await;
+            }
+        }
+        let piece = it.next()?;
+        Some((
+            Ok::<_, std::io::Error>(piece),
+            (it, n + 1, sent_tx, release),
+        ))
+    });
+    let url = valv.url(&format!("/v2/repo/blobs/uploads/?digest={digest}"));
+    let len = data.len();
+    let upload = tokio::spawn({
+        let http = http.clone();
+        async move {
+            http.post(url)
+                .header("content-length", len.to_string())
+                .body(reqwest::Body::wrap_stream(body))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    first_half_sent
+        .await
+        .expect("the body stream reached its middle");
+
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(valv.pid().to_string())
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    // Shutdown has begun once new connections are refused.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(valv.host()).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "valv kept accepting after SIGTERM"
+        );
+        tokio::task::yield_now().await;
+    }
+    let _ = release_tx.send(());
+    let status = upload.await.expect("join").expect("upload request");
+    assert_eq!(status, 201, "the in-flight upload completes");
+    let exit = valv.terminate();
+    assert!(exit.success(), "exit status {exit:?}");
+
+    // The blob is intact after a restart.
+    let valv = util::Valv::start(dir.path(), &[]);
+    let r = http
+        .get(valv.url(&format!("/v2/repo/blobs/{digest}")))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200);
+    assert_eq!(util::sha256(&r.bytes().await.expect("body")), digest);
+}
+
+/// Runs `valv serve` with `args` on a fresh data dir, expecting it to exit by itself;
+/// returns the exit success and its stderr.
+fn run_to_exit(args: &[&str]) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_valv"))
+        .arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn valv");
+    let mut stderr = child.stderr.take().expect("stderr");
+    // Reading stderr to its end completes when the process exits (or is killed).
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("valv {args:?} did not exit by itself");
+        }
+        // A bounded wait on process exit (std has no exit notification).
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.success(), reader.join().expect("stderr reader"))
+}
+
+#[test]
+fn key_vault_key_id_fails_at_start_with_a_clear_error() {
+    let (ok, stderr) = run_to_exit(&["--key-id", "https://myvault.vault.azure.net/keys/valv-kek"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("Key Vault provider is not available yet"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_config_key_fails_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("valv.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_conections = 5\n",
+    )
+    .expect("write");
+    let (ok, stderr) = run_to_exit(&["--config", file.to_str().expect("utf-8 path")]);
+    assert!(!ok);
+    assert!(stderr.contains("max_conections"), "{stderr}");
+}
+
+#[test]
+fn unsupported_storage_url_fails_at_start() {
+    let (ok, stderr) = run_to_exit(&["--storage", "s3://bucket/prefix"]);
+    assert!(!ok);
+    assert!(stderr.contains("not available yet"), "{stderr}");
+}
+
+/// `memory://` storage serves (and the default key is still created on disk).
+#[tokio::test]
+async fn memory_storage_serves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let valv = util::Valv::start(dir.path(), &["--storage", "memory://"]);
+    let http = util::client();
+    let data = b"in memory".to_vec();
+    let digest = util::sha256(&data);
+    let r = http
+        .post(valv.url(&format!("/v2/m/blobs/uploads/?digest={digest}")))
+        .body(data.clone())
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 201);
+    let r = http
+        .get(valv.url(&format!("/v2/m/blobs/{digest}")))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.bytes().await.expect("body").to_vec(), data);
+    assert!(
+        !dir.path().join("store").exists(),
+        "memory storage writes no store directory"
+    );
+}
