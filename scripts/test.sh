@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# valv's test command (README.md names it; .ci/run runs it).
+#
+# On a Debian 12 machine as root it:
+#   1. installs what the tests need from Debian (skipped when everything is there),
+#   2. checks for cargo-nextest (falls back to `cargo test`),
+#   3. starts a private dockerd (vfs storage, no iptables, no bridge) under a temp dir,
+#   4. builds and runs every test of the workspace, the ignored end-to-end ones included,
+#   5. stops dockerd and removes the temp dir, whatever happened.
+# It exits non-zero when anything fails. Runnable from any directory, as often as you like.
+#
+# Environment:
+#   VALV_TEST_NO_DOCKER=1   do not start dockerd (the docker e2e tests then fail, by design)
+#   VALV_TEST_ARGS="..."    extra arguments for the test runner (e.g. a filter: "-E test(crash)")
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+# Debian packages the tests use: dockerd + docker CLI (real push/pull), skopeo (copy
+# between repositories), openssl and CA certificates (TLS tests).
+APT_PACKAGES=(docker.io skopeo openssl ca-certificates)
+
+START=$(date +%s)
+declare -a SUMMARY=()
+step_start=0
+step() {
+    step_start=$(date +%s)
+    printf '\n==> %s\n' "$*"
+}
+step_done() {
+    local took=$(($(date +%s) - step_start))
+    SUMMARY+=("$(printf '%-28s %5ss  %s' "$1" "$took" "$2")")
+}
+
+T=""
+DOCKERD_PID=""
+cleanup() {
+    local rc=$?
+    if [[ -n "$DOCKERD_PID" ]] && kill -0 "$DOCKERD_PID" 2>/dev/null; then
+        kill -TERM "$DOCKERD_PID" 2>/dev/null || true
+        # Bounded wait for a graceful stop (dockerd unmounts its data root and stops the
+        # containerd it started); SIGKILL after 30 s.
+        for _ in $(seq 1 60); do
+            kill -0 "$DOCKERD_PID" 2>/dev/null || break
+            sleep 0.5
+        done
+        if kill -0 "$DOCKERD_PID" 2>/dev/null; then
+            echo "dockerd (pid $DOCKERD_PID) did not stop in 30 s; killing it" >&2
+            kill -KILL "$DOCKERD_PID" 2>/dev/null || true
+        fi
+    fi
+    if [[ -n "$T" && -d "$T" ]]; then
+        # The containerd that dockerd started, should it have outlived dockerd.
+        local cpid
+        cpid=$(cat "$T/x/containerd/containerd.pid" 2>/dev/null || true)
+        if [[ -n "$cpid" ]] && kill -0 "$cpid" 2>/dev/null; then
+            kill -TERM "$cpid" 2>/dev/null || true
+        fi
+        # Anything still mounted under the temp dir (only after a SIGKILL), deepest first.
+        awk -v t="$T" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r |
+            while read -r m; do umount -l "$m" 2>/dev/null || true; done
+        rm -rf "$T"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------
+step "packages: ${APT_PACKAGES[*]}"
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+if ((${#missing[@]} == 0)); then
+    echo "all installed; skipping apt-get"
+    step_done packages "already installed"
+else
+    echo "installing: ${missing[*]}"
+    SUDO=()
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null || { echo "need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+        SUDO=(sudo)
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" apt-get -q -o Acquire::Retries=3 update
+    "${SUDO[@]}" apt-get -q -y -o Acquire::Retries=3 install --no-install-recommends "${missing[@]}"
+    step_done packages "installed ${missing[*]}"
+fi
+
+# ---------------------------------------------------------------------------------
+step "test runner"
+if cargo nextest --version >/dev/null 2>&1; then
+    RUNNER=nextest
+    cargo nextest --version | head -n1
+else
+    RUNNER=cargo-test
+    echo "cargo-nextest not found; using cargo test"
+fi
+step_done runner "$RUNNER"
+
+# ---------------------------------------------------------------------------------
+# Short path: the unix sockets live under it (108-byte limit on socket paths).
+T=$(mktemp -d /tmp/valv-t.XXXXXX)
+export DOCKER_CONFIG="$T/docker-config"
+mkdir -p "$DOCKER_CONFIG"
+if [[ "${VALV_TEST_NO_DOCKER:-0}" != 1 ]]; then
+    step "dockerd (private, under $T)"
+    dockerd --storage-driver vfs --iptables=false --ip6tables=false --bridge=none \
+        --data-root "$T/data" --exec-root "$T/x" -H "unix://$T/docker.sock" \
+        --pidfile "$T/docker.pid" >"$T/dockerd.log" 2>&1 &
+    DOCKERD_PID=$!
+    export DOCKER_HOST="unix://$T/docker.sock"
+    # The client from the same Debian package as the daemon, when both exist.
+    if [[ -x /usr/bin/docker ]]; then
+        export VALV_DOCKER=/usr/bin/docker
+    fi
+    ready=0
+    for _ in $(seq 1 120); do
+        if ! kill -0 "$DOCKERD_PID" 2>/dev/null; then
+            break
+        fi
+        if "${VALV_DOCKER:-docker}" info >/dev/null 2>&1; then
+            ready=1
+            break
+        fi
+        sleep 0.5
+    done
+    if ((ready == 0)); then
+        echo "dockerd did not become ready within 60 s; its log:" >&2
+        tail -n 40 "$T/dockerd.log" >&2 || true
+        exit 1
+    fi
+    "${VALV_DOCKER:-docker}" version --format 'docker client {{.Client.Version}}, daemon {{.Server.Version}}'
+    step_done dockerd "ready, pid $DOCKERD_PID"
+fi
+
+export VALV_E2E=1
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+# shellcheck disable=SC2206 # word splitting of the extra args is intended
+EXTRA=(${VALV_TEST_ARGS:-})
+
+# ---------------------------------------------------------------------------------
+step "build (workspace, tests)"
+if [[ $RUNNER == nextest ]]; then
+    cargo nextest run --workspace --no-run
+else
+    cargo test --workspace --no-run
+fi
+step_done build "debug profile"
+
+# ---------------------------------------------------------------------------------
+step "tests (workspace, ignored end-to-end tests included)"
+set +e
+if [[ $RUNNER == nextest ]]; then
+    cargo nextest run --workspace --run-ignored all --no-fail-fast "${EXTRA[@]}"
+else
+    cargo test --workspace --no-fail-fast "${EXTRA[@]}" -- --include-ignored
+fi
+test_rc=$?
+set -e
+if ((test_rc == 0)); then
+    step_done tests "all passed"
+else
+    step_done tests "FAILED (exit $test_rc)"
+fi
+
+# ---------------------------------------------------------------------------------
+printf '\n==> summary\n'
+printf '%s\n' "${SUMMARY[@]}"
+printf '%-28s %5ss\n' total "$(($(date +%s) - START))"
+if ((test_rc != 0)); then
+    echo "scripts/test.sh: FAILED" >&2
+    exit "$test_rc"
+fi
+echo "scripts/test.sh: OK"
