@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{client, sha256, Valv};
+use common::{client, hex_digest, location_path, sha256, Valv};
 use futures::StreamExt;
 use reqwest::{Client, StatusCode};
 use sha2::Digest as _;
@@ -127,36 +127,8 @@ impl Content {
     }
 }
 
-fn hex_digest(h: sha2::Sha256) -> String {
-    let mut s = String::from("sha256:");
-    for b in h.finalize() {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
-}
-
 // ---------------------------------------------------------------------------------
 // HTTP helpers
-
-/// An upload URL as valv returned it, kept as a path so it survives a restart on a new
-/// port (`Location` may be absolute or relative).
-fn location_path(resp: &reqwest::Response) -> String {
-    let loc = resp
-        .headers()
-        .get("location")
-        .expect("Location header")
-        .to_str()
-        .expect("ascii Location");
-    match loc.find("://") {
-        Some(i) => {
-            let rest = &loc[i + 3..];
-            rest.find('/')
-                .map(|j| rest[j..].to_owned())
-                .unwrap_or_else(|| "/".to_owned())
-        }
-        None => loc.to_owned(),
-    }
-}
 
 fn with_query(path: &str, query: &str) -> String {
     if path.contains('?') {

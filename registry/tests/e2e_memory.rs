@@ -13,7 +13,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::{client, Valv};
+use common::{client, hex_digest, location_path, Valv};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use sha2::Digest as _;
@@ -33,32 +33,6 @@ fn fill(seed: u64, offset: u64, buf: &mut [u8]) {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
         chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
-    }
-}
-
-fn hex_digest(h: sha2::Sha256) -> String {
-    let mut s = String::from("sha256:");
-    for b in h.finalize() {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
-}
-
-fn location_path(resp: &reqwest::Response) -> String {
-    let loc = resp
-        .headers()
-        .get("location")
-        .expect("Location header")
-        .to_str()
-        .expect("ascii Location");
-    match loc.find("://") {
-        Some(i) => {
-            let rest = &loc[i + 3..];
-            rest.find('/')
-                .map(|j| rest[j..].to_owned())
-                .unwrap_or_else(|| "/".to_owned())
-        }
-        None => loc.to_owned(),
     }
 }
 

@@ -212,26 +212,24 @@ fn run_to_exit(args: &[&str]) -> (bool, String) {
         .spawn()
         .expect("spawn valv");
     let mut stderr = child.stderr.take().expect("stderr");
-    // Reading stderr to its end completes when the process exits (or is killed).
-    let reader = std::thread::spawn(move || {
+    // Reading stderr to its end completes when the process exits: that is the exit
+    // notification, waited for with a bound.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut s = String::new();
         let _ = stderr.read_to_string(&mut s);
-        s
+        let _ = tx.send(s);
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
+    let output = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(s) => s,
+        Err(_) => {
             let _ = child.kill();
             let _ = child.wait();
             panic!("valv {args:?} did not exit by itself");
         }
-        // A bounded wait on process exit (std has no exit notification).
-        std::thread::sleep(Duration::from_millis(20));
     };
-    (status.success(), reader.join().expect("stderr reader"))
+    let status = child.wait().expect("wait");
+    (status.success(), output)
 }
 
 #[test]

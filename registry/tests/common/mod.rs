@@ -104,19 +104,21 @@ impl Valv {
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
+        let child = &mut self.child;
+        std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::channel();
+            // `wait` blocks until the process exits: a notification, not a poll.
+            scope.spawn(move || {
+                let _ = tx.send(child.wait());
+            });
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(status) => status.expect("wait for valv"),
+                Err(_) => {
+                    let _ = Command::new("kill").arg("-KILL").arg(&pid).status();
+                    panic!("valv did not exit within 30 s of SIGTERM");
+                }
             }
-            if std::time::Instant::now() > deadline {
-                self.kill9();
-                panic!("valv did not exit within 30 s of SIGTERM");
-            }
-            // Polling a child's exit status has no notification primitive in std;
-            // this is a bounded wait on process exit, not synchronisation by sleep.
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        })
     }
 
     /// Peak resident set size (VmHWM) of the valv process, in KiB.
@@ -156,4 +158,34 @@ pub fn sha256(data: &[u8]) -> String {
         s.push_str(&format!("{b:02x}"));
     }
     s
+}
+
+/// The `sha256:<hex>` digest a finished hasher stands for.
+pub fn hex_digest(h: sha2::Sha256) -> String {
+    use sha2::Digest as _;
+    let mut s = String::from("sha256:");
+    for b in h.finalize() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// An upload URL as valv returned it, kept as a path so it survives a restart on a new
+/// port (`Location` may be absolute or relative).
+pub fn location_path(resp: &reqwest::Response) -> String {
+    let loc = resp
+        .headers()
+        .get("location")
+        .expect("Location header")
+        .to_str()
+        .expect("ascii Location");
+    match loc.find("://") {
+        Some(i) => {
+            let rest = &loc[i + 3..];
+            rest.find('/')
+                .map(|j| rest[j..].to_owned())
+                .unwrap_or_else(|| "/".to_owned())
+        }
+        None => loc.to_owned(),
+    }
 }
