@@ -289,3 +289,77 @@ async fn memory_storage_serves() {
         "memory storage writes no store directory"
     );
 }
+
+/// Issue 3 acceptance 1, as the README runs it: `valv serve` with no arguments listens
+/// on 127.0.0.1:5000, keeps its data in `./valv-data` with a local development KEK
+/// created there, warns about that key, and answers `GET /v2/`. (Port 5000 must be
+/// free: a busy port fails this test rather than skipping it.)
+#[tokio::test]
+async fn serve_with_no_arguments_runs_the_embedded_default() {
+    use std::io::BufRead;
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_valv"))
+        .arg("serve")
+        .current_dir(cwd.path())
+        .env("RUST_LOG", "warn")
+        .env_remove("VALV_LISTEN")
+        .env_remove("VALV_DATA_DIR")
+        .env_remove("VALV_KEY_ID")
+        .env_remove("VALV_CONFIG")
+        .env_remove("VALV_STORAGE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn valv");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                let _ = tx.send(addr.to_owned());
+            }
+        }
+    });
+    let stderr_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let addr = match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(a) => a,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "valv serve did not start: {}",
+                stderr_reader.join().unwrap_or_default()
+            );
+        }
+    };
+    assert_eq!(addr, "http://127.0.0.1:5000");
+    let r = reqwest::get(format!("{addr}/v2/")).await.expect("GET /v2/");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "docker-distribution-api-version"),
+        "registry/2.0"
+    );
+    let data = cwd.path().join("valv-data");
+    assert!(
+        data.join("keys").is_dir(),
+        "local KEK under ./valv-data/keys"
+    );
+    let keys = std::fs::read_dir(data.join("keys"))
+        .expect("keys dir")
+        .count();
+    assert!(keys >= 1, "a key was created");
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = stderr_reader.join().expect("stderr");
+    assert!(
+        stderr.contains("development"),
+        "a clear local-KEK notice: {stderr}"
+    );
+}
