@@ -18,8 +18,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 # Debian packages the tests use: dockerd + docker CLI (real push/pull), skopeo (copy
-# between repositories), openssl and CA certificates (TLS tests).
-APT_PACKAGES=(docker.io skopeo openssl ca-certificates)
+# between repositories), the reference registry (CNCF distribution 2.8.2, which the
+# conformance suite is also run against), openssl and CA certificates (TLS tests).
+APT_PACKAGES=(docker.io skopeo docker-registry openssl ca-certificates)
 
 START=$(date +%s)
 declare -a SUMMARY=()
