@@ -19,7 +19,7 @@ pub fn cases() -> Vec<TestCase> {
             "end-9, Deleting tags: DELETE /v2/<name>/manifests/<tag> MUST answer 202 (400/405 when disabled); the tag is gone, the manifest stays",
             delete_tag),
         case!("content-management/delete-manifest", ContentManagement, Must,
-            "end-9, Deleting manifests: DELETE /v2/<name>/manifests/<digest> MUST answer 202, after which the manifest is not found",
+            "end-9, Deleting manifests: DELETE /v2/<name>/manifests/<digest> MUST answer 202; then the digest and every tag pointing to it answer 404",
             delete_manifest),
         case!("content-management/delete-manifest-unknown", ContentManagement, Must,
             "end-9, Deleting manifests: a manifest that does not exist is answered 404",
@@ -94,7 +94,13 @@ fn delete_manifest(ctx: &mut Ctx) -> Result<(), Failure> {
     let resp = get_manifest(ctx, &m.digest)?;
     expect_status(&resp, &[404], "GET of the deleted manifest by digest")?;
     let resp = ctx.head(&format!("/v2/{}/manifests/{}", ctx.repo(), m.digest))?;
-    expect_status(&resp, &[404], "HEAD of the deleted manifest by digest")
+    expect_status(&resp, &[404], "HEAD of the deleted manifest by digest")?;
+    let resp = get_manifest(ctx, "v1")?;
+    expect_status(
+        &resp,
+        &[404],
+        "GET of a tag that pointed to the deleted manifest",
+    )
 }
 
 fn delete_manifest_unknown(ctx: &mut Ctx) -> Result<(), Failure> {
