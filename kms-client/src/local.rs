@@ -47,9 +47,10 @@
 //! # Operator functions
 //!
 //! [`create_key`], [`add_version`], [`set_enabled`], [`set_expiry`],
-//! [`set_not_before`] and [`ensure_dev_key`] back the key subcommands and `valv
-//! serve`'s embedded default. They are synchronous and may take seconds (RSA key
-//! generation); async callers run them with `tokio::task::spawn_blocking`.
+//! [`set_not_before`], [`describe_versions`] and [`ensure_dev_key`] back the key
+//! subcommands (`valv kek …`) and `valv serve`'s embedded default. They are
+//! synchronous and may take seconds (RSA key generation); async callers run them
+//! with `tokio::task::spawn_blocking`.
 //!
 //! # Errors
 //!
@@ -632,6 +633,33 @@ pub fn ensure_dev_key(dir: &Path, name: &str) -> Result<(KeyId, bool), KmsError>
         }
         Err(e) => Err(e),
     }
+}
+
+/// Every version of a key with its metadata, oldest first (by creation time, then
+/// version string). A version in `key` is ignored. Reads metadata only, so it is
+/// fast and works on versions whose private key has been damaged.
+///
+/// Fails with `Revoked` when the key does not exist, `Misconfigured` for a
+/// non-`file://` id or malformed metadata (naming the file).
+pub fn describe_versions(key: &KeyId) -> Result<Vec<KeyDescription>, KmsError> {
+    let key = key.versionless();
+    let dir = key_dir(&key)?;
+    let mut versions = list_versions(&key, &dir)?;
+    versions.sort_by(|(va, ma), (vb, mb)| ma.created.cmp(&mb.created).then_with(|| va.cmp(vb)));
+    versions
+        .into_iter()
+        .map(|(version, m)| {
+            Ok(KeyDescription {
+                id: key.with_version(&version)?,
+                key_type: m.key_type,
+                key_size_bits: m.key_size,
+                enabled: m.enabled,
+                created: Some(m.created),
+                expires: m.expires,
+                not_before: m.not_before,
+            })
+        })
+        .collect()
 }
 
 /// Builds `file://<dir>/<name>` from parts, checking what parsing would check.

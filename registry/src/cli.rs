@@ -23,6 +23,55 @@ pub struct Cli {
 pub enum Command {
     /// Run the registry.
     Serve(ServeArgs),
+    /// Manage local (file://) key-encryption keys: create, add-version, disable,
+    /// enable, show.
+    #[command(subcommand)]
+    Kek(KekCommand),
+}
+
+/// `valv kek …`: the local key provider's lifecycle. Key ids are
+/// `file:///<dir>/<name>` (a key) or `file:///<dir>/<name>/<version>` (one version).
+#[derive(Debug, Subcommand)]
+pub enum KekCommand {
+    /// Create a key with one enabled version.
+    Create {
+        /// file:///<dir>/<name> (the directory is created if needed)
+        #[arg(value_name = "KEY_ID")]
+        key_id: String,
+        /// RSA modulus size: 2048, 3072 or 4096
+        #[arg(long, default_value_t = 3072)]
+        bits: u32,
+    },
+    /// Add a new enabled version; a registry using the versionless id adopts it.
+    AddVersion {
+        /// file:///<dir>/<name>
+        #[arg(value_name = "KEY_ID")]
+        key_id: String,
+        /// RSA modulus size: 2048, 3072 or 4096
+        #[arg(long, default_value_t = 3072)]
+        bits: u32,
+    },
+    /// Disable one version: it can no longer wrap or unwrap (revocation).
+    Disable {
+        /// file:///<dir>/<name>/<version>
+        #[arg(value_name = "KEY_ID")]
+        version_id: String,
+    },
+    /// Enable one version again.
+    Enable {
+        /// file:///<dir>/<name>/<version>
+        #[arg(value_name = "KEY_ID")]
+        version_id: String,
+    },
+    /// Show every version of a key, and which one a versionless id resolves to.
+    Show {
+        /// file:///<dir>/<name>
+        #[arg(value_name = "KEY_ID")]
+        key_id: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Each flag can also be set with the environment variable named in its help, or in
@@ -78,12 +127,26 @@ mod tests {
             "memory://",
         ])
         .expect("parse");
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve parses as Serve");
+        };
         let o = args.overrides();
         assert_eq!(o.listen.as_deref(), Some("127.0.0.1:0"));
         assert_eq!(o.data_dir, Some(PathBuf::from("/d")));
         assert_eq!(o.storage.as_deref(), Some("memory://"));
         assert_eq!(o.key_id, None);
+    }
+
+    #[test]
+    fn kek_subcommands_parse() {
+        let cli = Cli::try_parse_from(["valv", "kek", "create", "file:///k/a", "--bits", "2048"])
+            .expect("parse");
+        assert!(matches!(
+            cli.command,
+            Command::Kek(KekCommand::Create { bits: 2048, .. })
+        ));
+        assert!(Cli::try_parse_from(["valv", "kek", "disable"]).is_err());
+        assert!(Cli::try_parse_from(["valv", "kek", "rotate", "file:///k/a"]).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - edge parsers, each unit-tested on its own: [`routes`], [`query`] (percent-decoded query
 //!   strings), [`range`] (`Range` and upload `Content-Range`), [`manifest`] (manifest
 //!   schemas by media type and the references they carry).
+//! - key lifecycle: [`kek`] (`valv kek …` for local `file://` keys).
 //! - responses: [`errors`] (the OCI error-code table as data, the JSON envelope, and the
 //!   exhaustive `StoreError` → code mapping), [`body`] (streaming request and response
 //!   bodies; blob bodies are never buffered).
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod errors;
 pub mod handlers;
+pub mod kek;
 pub mod manifest;
 pub mod query;
 pub mod range;
