@@ -2,7 +2,7 @@
 # valv's test command (README.md names it; .ci/run runs it).
 #
 # On a Debian 12 machine as root it:
-#   1. installs what the tests need from Debian (skipped when everything is there),
+#   1. installs what the tests need from Debian and PyPI (skipped when everything is there),
 #   2. checks for cargo-nextest (falls back to `cargo test`),
 #   3. starts a private dockerd (vfs storage, no iptables, no bridge) under a temp dir,
 #   4. builds and runs every test of the workspace, the ignored end-to-end ones included,
@@ -17,10 +17,13 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-# Debian packages the tests use: dockerd + docker CLI (real push/pull), skopeo (copy
-# between repositories), the reference registry (CNCF distribution 2.8.2, which the
-# conformance suite is also run against), openssl and CA certificates (TLS tests).
-APT_PACKAGES=(docker.io skopeo docker-registry openssl ca-certificates)
+# Debian packages the tests use: dockerd + docker CLI (real push/pull), skopeo and
+# podman (real clients), the reference registry (CNCF distribution 2.8.2, which the
+# conformance suite is also run against), python3 + pip (for oras-py), openssl and CA
+# certificates (TLS tests).
+APT_PACKAGES=(docker.io skopeo podman docker-registry python3 python3-pip openssl ca-certificates)
+# Python packages: oras-py, the ORAS client library the artifact tests drive.
+PIP_PACKAGES=(oras==0.2.43)
 
 START=$(date +%s)
 declare -a SUMMARY=()
@@ -91,6 +94,19 @@ else
     "${SUDO[@]}" apt-get -q -o Acquire::Retries=3 update
     "${SUDO[@]}" apt-get -q -y -o Acquire::Retries=3 install --no-install-recommends "${missing[@]}"
     step_done packages "installed ${missing[*]}"
+fi
+
+# ---------------------------------------------------------------------------------
+step "python packages: ${PIP_PACKAGES[*]}"
+if python3 -c 'import oras.provider, importlib.metadata as m; assert m.version("oras") == "0.2.43"' 2>/dev/null; then
+    echo "already installed"
+    step_done python "already installed"
+else
+    # Debian's own python3 is "externally managed" (PEP 668): retry with the flag it asks for.
+    python3 -m pip install --quiet --disable-pip-version-check "${PIP_PACKAGES[@]}" ||
+        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "${PIP_PACKAGES[@]}"
+    python3 -c 'import oras.provider'
+    step_done python "installed ${PIP_PACKAGES[*]}"
 fi
 
 # ---------------------------------------------------------------------------------

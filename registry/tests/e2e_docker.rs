@@ -12,326 +12,21 @@
 //! them; with `VALV_E2E=1` a missing daemon or tool is a failure, never a skip. Docker
 //! talks plain HTTP to registries on 127.0.0.0/8 without any configuration.
 //!
-//! `VALV_DOCKER` names the docker CLI to use (default: `docker` on `PATH`).
+//! `VALV_DOCKER` names the docker CLI to use (default: `docker` on `PATH`). The client
+//! helpers (docker, skopeo, fetches) are shared with e2e_clients.rs: common/clients.rs.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use common::{client, sha256, Valv};
-use reqwest::{Client, StatusCode};
-
-const MIB: usize = 1024 * 1024;
-
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
-// ---------------------------------------------------------------------------------
-// Client tools
-
-fn e2e_required() -> bool {
-    std::env::var("VALV_E2E").is_ok_and(|v| v == "1")
-}
-
-/// Ends the test: a failure under `VALV_E2E=1`, otherwise a skip (returns `None`).
-fn unavailable<T>(what: &str) -> Option<T> {
-    if e2e_required() {
-        panic!("VALV_E2E=1 but {what}; run the suite with scripts/test.sh, which provides it");
-    }
-    eprintln!("skipping: {what} (scripts/test.sh runs this test with a private dockerd)");
-    None
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The docker CLI, with a private client config (`docker manifest` keeps its lists
-/// there) and the classic builder (a `FROM scratch` build of COPY steps runs nothing).
-#[derive(Debug)]
-struct Docker {
-    bin: String,
-    config: tempfile::TempDir,
-}
-
-impl Docker {
-    fn connect() -> Option<Docker> {
-        if std::env::var_os("DOCKER_HOST").is_none() {
-            return unavailable("DOCKER_HOST is not set");
-        }
-        let bin = std::env::var("VALV_DOCKER").unwrap_or_else(|_| "docker".to_owned());
-        let docker = Docker {
-            bin,
-            config: tempfile::tempdir().expect("tempdir"),
-        };
-        match docker
-            .cmd(&["version", "--format", "{{.Server.Version}}"])
-            .output()
-        {
-            Ok(out) if out.status.success() => Some(docker),
-            Ok(out) => unavailable(&format!(
-                "the docker daemon does not answer: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-            Err(e) => unavailable(&format!("cannot run {}: {e}", docker.bin)),
-        }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(args)
-            .env("DOCKER_CONFIG", self.config.path())
-            .env("DOCKER_BUILDKIT", "0")
-            .stdin(std::process::Stdio::null());
-        cmd
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        run_ok(&mut self.cmd(args))
-    }
-
-    fn image_exists(&self, image: &str) -> bool {
-        run(&mut self.cmd(&["image", "inspect", image]))
-            .status
-            .success()
-    }
-
-    /// `os/architecture` of a local image.
-    fn platform(&self, image: &str) -> String {
-        self.ok(&[
-            "image",
-            "inspect",
-            "--format",
-            "{{.Os}}/{{.Architecture}}",
-            image,
-        ])
-        .trim()
-        .to_owned()
-    }
-
-    /// Copies `paths` out of `image` (through a container that is created, never started)
-    /// and returns their contents.
-    fn read_files(&self, image: &str, paths: &[&str]) -> BTreeMap<String, Vec<u8>> {
-        let id = self.ok(&["create", image, "/not-run"]).trim().to_owned();
-        let out = tempfile::tempdir().expect("tempdir");
-        let mut files = BTreeMap::new();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            for (i, path) in paths.iter().enumerate() {
-                let dest = out.path().join(format!("f{i}"));
-                self.ok(&[
-                    "cp",
-                    &format!("{id}:{path}"),
-                    dest.to_str().expect("utf-8 temp path"),
-                ]);
-                files.insert(
-                    (*path).to_owned(),
-                    std::fs::read(&dest).expect("read copied file"),
-                );
-            }
-        }));
-        let _ = run(&mut self.cmd(&["rm", "-f", &id]));
-        if let Err(panic) = result {
-            std::panic::resume_unwind(panic);
-        }
-        files
-    }
-}
-
-/// Removes the images a test made, also when it fails.
-#[derive(Debug)]
-struct Images<'a> {
-    docker: &'a Docker,
-    refs: Vec<String>,
-}
-
-impl<'a> Images<'a> {
-    fn new(docker: &'a Docker) -> Self {
-        Images {
-            docker,
-            refs: Vec::new(),
-        }
-    }
-
-    fn track(&mut self, image: &str) {
-        self.refs.push(image.to_owned());
-    }
-
-    /// `docker rmi` now (asserting it is gone), as the round trip needs.
-    fn remove(&self, image: &str) {
-        self.docker.ok(&["rmi", image]);
-        assert!(
-            !self.docker.image_exists(image),
-            "{image} still present after docker rmi"
-        );
-    }
-}
-
-impl Drop for Images<'_> {
-    fn drop(&mut self) {
-        for image in &self.refs {
-            let _ = run(&mut self.docker.cmd(&["rmi", "-f", image]));
-        }
-    }
-}
-
-fn skopeo_available() -> Option<()> {
-    match Command::new("skopeo").arg("--version").output() {
-        Ok(out) if out.status.success() => Some(()),
-        Ok(out) => unavailable(&format!(
-            "skopeo --version failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) => unavailable(&format!("skopeo is not installed ({e})")),
-    }
-}
-
-/// The manifest digest `docker push` reports (`<tag>: digest: sha256:… size: N`).
-fn push_digest(output: &str) -> String {
-    output
-        .lines()
-        .find_map(|l| l.split_whitespace().skip_while(|w| *w != "digest:").nth(1))
-        .unwrap_or_else(|| panic!("no digest in docker push output:\n{output}"))
-        .to_owned()
-}
-
-// ---------------------------------------------------------------------------------
-// Content
-
-/// Pseudo-random bytes (splitmix64), seeded per run so no two runs push the same layer.
-fn random_bytes(tag: u64, len: usize) -> Vec<u8> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut state =
-        nanos ^ (u64::from(std::process::id()) << 32) ^ tag.wrapping_mul(0xA076_1D64_78BD_642F);
-    let mut out = vec![0u8; len];
-    for chunk in out.chunks_mut(8) {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
-    }
-    out
-}
-
-/// Writes a docker build context: the files, and a Dockerfile `FROM scratch` with one
-/// COPY (so one layer) per file.
-fn build_context(files: &[(&str, &[u8])]) -> tempfile::TempDir {
-    let ctx = tempfile::tempdir().expect("tempdir");
-    let mut dockerfile = String::from("FROM scratch\n");
-    for (i, (path, data)) in files.iter().enumerate() {
-        let name = format!("file{i}");
-        std::fs::write(ctx.path().join(&name), data).expect("write context file");
-        dockerfile.push_str(&format!("COPY {name} {path}\n"));
-    }
-    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).expect("write Dockerfile");
-    ctx
-}
-
-fn assert_files(got: &BTreeMap<String, Vec<u8>>, want: &[(&str, &[u8])], what: &str) {
-    for (path, data) in want {
-        let got = got
-            .get(*path)
-            .unwrap_or_else(|| panic!("{what}: {path} missing"));
-        assert_eq!(got.len(), data.len(), "{what}: size of {path}");
-        assert!(got.as_slice() == *data, "{what}: content of {path} differs");
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// HTTP
-
-#[derive(Debug)]
-struct Fetched {
-    status: StatusCode,
-    content_type: Option<String>,
-    digest: Option<String>,
-    body: Vec<u8>,
-}
-
-async fn fetch(http: &Client, url: &str, accept: &str) -> Fetched {
-    let resp = http
-        .get(url)
-        .header("accept", accept)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let header = |name: &str| {
-        resp.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let (status, content_type, digest) = (
-        resp.status(),
-        header("content-type"),
-        header("docker-content-digest"),
-    );
-    let body = resp
-        .bytes()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url} body: {e}"))
-        .to_vec();
-    Fetched {
-        status,
-        content_type,
-        digest,
-        body,
-    }
-}
-
-/// GETs a blob and checks it hashes to its digest.
-async fn fetch_blob(http: &Client, valv: &Valv, repo: &str, digest: &str) -> Vec<u8> {
-    let got = fetch(
-        http,
-        &valv.url(&format!("/v2/{repo}/blobs/{digest}")),
-        "*/*",
-    )
-    .await;
-    assert_eq!(got.status, StatusCode::OK, "GET blob {digest} in {repo}");
-    assert_eq!(
-        sha256(&got.body),
-        digest,
-        "blob {digest} in {repo} hashes to its digest"
-    );
-    got.body
-}
-
-/// `(media type, digest, size)` of each `layers[]` entry.
-fn layers(manifest: &serde_json::Value) -> Vec<(String, String, u64)> {
-    manifest["layers"]
-        .as_array()
-        .expect("manifest has layers")
-        .iter()
-        .map(|l| {
-            (
-                l["mediaType"].as_str().expect("layer mediaType").to_owned(),
-                l["digest"].as_str().expect("layer digest").to_owned(),
-                l["size"].as_u64().expect("layer size"),
-            )
-        })
-        .collect()
-}
+use common::clients::{
+    assert_pushed, build_context, config_digest, fetch, fetch_blob, fetch_manifest, get_manifest,
+    layers, path_str, push_digest, random_bytes, start_valv, Docker, Images, Skopeo, DOCKER_LIST,
+    DOCKER_MANIFEST, MIB, OCI_INDEX, OCI_MANIFEST,
+};
+use common::sha256;
+use reqwest::StatusCode;
 
 // ---------------------------------------------------------------------------------
 // Plaintext leak scan
@@ -553,9 +248,7 @@ async fn docker_push_pull_64mib_layer_round_trips_and_is_encrypted_at_rest() {
     let Some(docker) = Docker::connect() else {
         return;
     };
-    let data = tempfile::tempdir().expect("tempdir");
-    let valv = Valv::start(data.path(), &[]);
-    let http = client();
+    let (data, valv, http) = start_valv();
 
     let big = random_bytes(1, 64 * MIB);
     let small = random_bytes(2, 4097);
@@ -571,47 +264,15 @@ async fn docker_push_pull_64mib_layer_round_trips_and_is_encrypted_at_rest() {
     let mut images = Images::new(&docker);
     images.track(&image);
 
-    docker.ok(&[
-        "build",
-        "-q",
-        "-t",
-        &image,
-        ctx.path().to_str().expect("utf-8 temp path"),
-    ]);
+    docker.ok(&["build", "-q", "-t", &image, path_str(ctx.path())]);
     let pushed = push_digest(&docker.ok(&["push", &image]));
     images.remove(&image);
     docker.ok(&["pull", &image]);
-    let paths: Vec<&str> = files.iter().map(|(p, _)| *p).collect();
-    assert_files(
-        &docker.read_files(&image, &paths),
-        &files,
-        "docker pull after push",
-    );
+    docker.assert_files(&image, &files, "docker pull after push");
 
     // The manifest as docker pushed it, and the big layer's blob as valv serves it.
-    let got = fetch(
-        &http,
-        &valv.url("/v2/e2e/app/manifests/v1"),
-        &format!("{DOCKER_MANIFEST}, {OCI_MANIFEST}"),
-    )
-    .await;
-    assert_eq!(got.status, StatusCode::OK, "GET manifest");
-    assert_eq!(
-        got.content_type.as_deref(),
-        Some(DOCKER_MANIFEST),
-        "manifest media type"
-    );
-    assert_eq!(
-        got.digest.as_deref(),
-        Some(pushed.as_str()),
-        "Docker-Content-Digest"
-    );
-    assert_eq!(
-        sha256(&got.body),
-        pushed,
-        "manifest is served byte for byte as pushed"
-    );
-    let manifest: serde_json::Value = serde_json::from_slice(&got.body).expect("manifest JSON");
+    let (got, manifest) = fetch_manifest(&http, &valv, "e2e/app", "v1").await;
+    assert_pushed(&got, DOCKER_MANIFEST, &pushed, "manifest e2e/app:v1");
     let layers = layers(&manifest);
     assert_eq!(layers.len(), files.len(), "one layer per COPY");
     let (_, big_layer, big_layer_size) =
@@ -684,9 +345,7 @@ async fn docker_multi_arch_index_push_and_pull_by_tag_platform_and_digest() {
     let Some(docker) = Docker::connect() else {
         return;
     };
-    let data = tempfile::tempdir().expect("tempdir");
-    let valv = Valv::start(data.path(), &[]);
-    let http = client();
+    let (_data, valv, http) = start_valv();
     let host = valv.host().to_owned();
     let native = docker
         .ok(&["version", "--format", "{{.Server.Os}}/{{.Server.Arch}}"])
@@ -721,7 +380,7 @@ async fn docker_multi_arch_index_push_and_pull_by_tag_platform_and_digest() {
             platform,
             "-t",
             &image,
-            ctx.path().to_str().expect("utf-8 temp path"),
+            path_str(ctx.path()),
         ]);
         assert_eq!(docker.platform(&image), *platform, "built image platform");
         digests.insert(
@@ -760,21 +419,11 @@ async fn docker_multi_arch_index_push_and_pull_by_tag_platform_and_digest() {
             &format!("{DOCKER_LIST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {OCI_MANIFEST}"),
         )
         .await;
-        assert_eq!(got.status, StatusCode::OK, "GET index by {reference}");
-        assert_eq!(
-            got.content_type.as_deref(),
-            Some(DOCKER_LIST),
-            "index media type by {reference}"
-        );
-        assert_eq!(
-            got.digest.as_deref(),
-            Some(index_digest.as_str()),
-            "Docker-Content-Digest by {reference}"
-        );
-        assert_eq!(
-            sha256(&got.body),
-            index_digest,
-            "index by {reference} is byte-identical to what was pushed"
+        assert_pushed(
+            &got,
+            DOCKER_LIST,
+            &index_digest,
+            &format!("index by {reference}"),
         );
         let index: serde_json::Value = serde_json::from_slice(&got.body).expect("index JSON");
         let listed: BTreeMap<String, String> = index["manifests"]
@@ -809,11 +458,7 @@ async fn docker_multi_arch_index_push_and_pull_by_tag_platform_and_digest() {
             "pull by tag picks the native platform"
         );
         let want: Vec<(&str, &[u8])> = files.iter().map(|(p, d)| (*p, d.as_slice())).collect();
-        assert_files(
-            &docker.read_files(&index_ref, &["/platform.txt", "/payload.bin"]),
-            &want,
-            "pull by tag",
-        );
+        docker.assert_files(&index_ref, &want, "pull by tag");
         images.remove(&index_ref);
     } else {
         eprintln!("daemon platform {native} is not in the index; skipping the pull by tag");
@@ -831,22 +476,14 @@ async fn docker_multi_arch_index_push_and_pull_by_tag_platform_and_digest() {
             platform,
             "pull --platform {platform}"
         );
-        assert_files(
-            &docker.read_files(&index_ref, &["/platform.txt", "/payload.bin"]),
-            &want,
-            &format!("pull --platform {platform}"),
-        );
+        docker.assert_files(&index_ref, &want, &format!("pull --platform {platform}"));
         images.remove(&index_ref);
 
         let by_digest = format!("{host}/e2e/multi@{}", digests[platform]);
         images.track(&by_digest);
         docker.ok(&["pull", &by_digest]);
         assert_eq!(docker.platform(&by_digest), platform, "pull by digest");
-        assert_files(
-            &docker.read_files(&by_digest, &["/platform.txt", "/payload.bin"]),
-            &want,
-            &format!("pull {platform} by digest"),
-        );
+        docker.assert_files(&by_digest, &want, &format!("pull {platform} by digest"));
         images.remove(&by_digest);
     }
 }
@@ -859,10 +496,8 @@ async fn skopeo_copy_between_repositories() {
     let Some(docker) = Docker::connect() else {
         return;
     };
-    let Some(()) = skopeo_available() else { return };
-    let data = tempfile::tempdir().expect("tempdir");
-    let valv = Valv::start(data.path(), &[]);
-    let http = client();
+    let Some(skopeo) = Skopeo::find() else { return };
+    let (_data, valv, http) = start_valv();
     let host = valv.host().to_owned();
 
     let payload = random_bytes(40, 2 * MIB + 3);
@@ -876,30 +511,10 @@ async fn skopeo_copy_between_repositories() {
     let mut images = Images::new(&docker);
     images.track(&src);
     images.track(&dst);
-    docker.ok(&[
-        "build",
-        "-q",
-        "-t",
-        &src,
-        ctx.path().to_str().expect("utf-8 temp path"),
-    ]);
+    docker.ok(&["build", "-q", "-t", &src, path_str(ctx.path())]);
     let pushed = push_digest(&docker.ok(&["push", &src]));
 
-    let policy = tempfile::NamedTempFile::new().expect("policy file");
-    std::fs::write(
-        policy.path(),
-        br#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
-    )
-    .expect("write policy");
-    let skopeo = |args: &[&str]| -> String {
-        let mut cmd = Command::new("skopeo");
-        cmd.arg("--policy")
-            .arg(policy.path())
-            .args(args)
-            .stdin(std::process::Stdio::null());
-        run_ok(&mut cmd)
-    };
-    skopeo(&[
+    skopeo.ok(&[
         "copy",
         "--src-tls-verify=false",
         "--dest-tls-verify=false",
@@ -908,9 +523,8 @@ async fn skopeo_copy_between_repositories() {
     ]);
 
     // Same manifest bytes, every blob present in the destination repository.
-    let accept = format!("{DOCKER_MANIFEST}, {OCI_MANIFEST}");
-    let src_manifest = fetch(&http, &valv.url("/v2/e2e/src/manifests/v1"), &accept).await;
-    let dst_manifest = fetch(&http, &valv.url("/v2/other/copy/dst/manifests/v1"), &accept).await;
+    let src_manifest = get_manifest(&http, &valv, "e2e/src", "v1").await;
+    let dst_manifest = get_manifest(&http, &valv, "other/copy/dst", "v1").await;
     assert_eq!(dst_manifest.status, StatusCode::OK, "GET copied manifest");
     assert_eq!(
         sha256(&src_manifest.body),
@@ -928,11 +542,7 @@ async fn skopeo_copy_between_repositories() {
     );
     let manifest: serde_json::Value =
         serde_json::from_slice(&dst_manifest.body).expect("manifest JSON");
-    let config = manifest["config"]["digest"]
-        .as_str()
-        .expect("config digest")
-        .to_owned();
-    fetch_blob(&http, &valv, "other/copy/dst", &config).await;
+    fetch_blob(&http, &valv, "other/copy/dst", &config_digest(&manifest)).await;
     for (_, digest, size) in layers(&manifest) {
         assert_eq!(
             fetch_blob(&http, &valv, "other/copy/dst", &digest)
@@ -942,7 +552,7 @@ async fn skopeo_copy_between_repositories() {
             "copied layer size"
         );
     }
-    let raw = skopeo(&[
+    let raw = skopeo.ok(&[
         "inspect",
         "--raw",
         "--tls-verify=false",
@@ -953,7 +563,7 @@ async fn skopeo_copy_between_repositories() {
         pushed,
         "skopeo inspect --raw of the copy"
     );
-    let tags = skopeo(&[
+    let tags = skopeo.ok(&[
         "list-tags",
         "--tls-verify=false",
         &format!("docker://{host}/other/copy/dst"),
@@ -964,9 +574,5 @@ async fn skopeo_copy_between_repositories() {
     // And docker pulls the copy.
     images.remove(&src);
     docker.ok(&["pull", &dst]);
-    assert_files(
-        &docker.read_files(&dst, &["/payload.bin", "/README"]),
-        &files,
-        "docker pull of the skopeo copy",
-    );
+    docker.assert_files(&dst, &files, "docker pull of the skopeo copy");
 }

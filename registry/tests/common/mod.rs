@@ -3,8 +3,13 @@
 //!
 //! Readiness is the `listening on http://ADDR` line valv prints on stdout once its
 //! listener is bound, read with a bounded wait (no sleeps).
+//!
+//! [`clients`] holds what the end-to-end tests with real client tools (docker, skopeo)
+//! share.
 
 #![allow(dead_code)]
+
+pub mod clients;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
