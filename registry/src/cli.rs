@@ -27,6 +27,26 @@ pub enum Command {
     /// enable, show.
     #[command(subcommand)]
     Kek(KekCommand),
+    /// Run a fake Azure Key Vault (with token endpoint and IMDS) for development and
+    /// tests. Not a vault: its keys sit in plain files and its control API under
+    /// /_fake has no authentication. Listen on 127.0.0.1 only.
+    DevKeyvault(DevKeyvaultArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DevKeyvaultArgs {
+    /// Address to listen on (port 0 picks a free port)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
+    pub listen: std::net::SocketAddr,
+    /// Directory for the fake vault's keys and state; without it, state is in memory
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// The tenant id its token endpoint serves
+    #[arg(long, value_name = "ID")]
+    pub tenant: Option<String>,
+    /// Lifetime of the tokens it issues, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub token_lifetime: u64,
 }
 
 /// `valv kek …`: the local key provider's lifecycle. Key ids are

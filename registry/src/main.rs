@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use valv::app::{dev_key_notice, App, KeySource};
-use valv::cli::{Cli, Command, ServeArgs};
+use valv::cli::{Cli, Command, DevKeyvaultArgs, ServeArgs};
 use valv::config::Config;
 
 fn main() -> ExitCode {
@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         Command::Kek(command) => {
             valv::kek::run(&command, &mut std::io::stdout().lock()).map_err(Into::into)
         }
+        Command::DevKeyvault(args) => runtime.block_on(dev_keyvault(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,6 +69,42 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     valv::server::run(listener, Arc::new(app), shutdown_signal()).await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `valv dev-keyvault`: the fake Key Vault until SIGINT or SIGTERM.
+async fn dev_keyvault(args: DevKeyvaultArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if !args.listen.ip().is_loopback() {
+        return Err(format!(
+            "refusing to listen on {}: the fake Key Vault's control API has no authentication; use 127.0.0.1",
+            args.listen
+        )
+        .into());
+    }
+    let mut config = fake_keyvault::Config {
+        addr: args.listen,
+        state_dir: args.state,
+        token_lifetime: std::time::Duration::from_secs(args.token_lifetime.max(1)),
+        ..fake_keyvault::Config::default()
+    };
+    if let Some(tenant) = args.tenant {
+        config.tenant_id = tenant;
+    }
+    let vault = fake_keyvault::FakeVault::start(config)
+        .await
+        .map_err(|e| format!("cannot start the fake Key Vault: {e}"))?;
+    eprintln!(
+        "valv dev-keyvault: a FAKE Azure Key Vault for development and tests (tenant {}); \
+         its keys are plain files and /_fake needs no credentials",
+        vault.tenant_id()
+    );
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", vault.url())?;
+        out.flush()?;
+    }
+    shutdown_signal().await;
+    vault.shutdown().await;
     Ok(())
 }
 
