@@ -66,6 +66,9 @@
 //! | `GET /_fake/counters` | none | 200 `{"get","list","wrapKey","unwrapKey","token"}` |
 //! | `DELETE /_fake/counters` | none | reset counters; 204 |
 //!
+//! In-process only (no route): [`FakeVault::delete_version`] removes one version for
+//! good, so that version answers 404 KeyNotFound while the others keep working.
+//!
 //! Control errors use the same `{"error":{"code","message"}}` shape with codes
 //! `BadParameter` (400), `NotFound` (404), `Conflict` (409), `InternalError` (500).
 //!
@@ -441,6 +444,16 @@ impl FakeVault {
     /// Soft-deletes a key: the data plane answers 404 KeyNotFound until recovered.
     pub fn delete_key(&self, name: &str) -> Result<(), Error> {
         self.shared.set_deleted(name, true)
+    }
+
+    /// Removes one version for good, as deleting and purging it would: the data plane
+    /// answers 404 KeyNotFound for that version and `list` omits it; the other
+    /// versions are untouched.
+    ///
+    /// Fails with `NotFound` for an unknown key or version and `Conflict` for the
+    /// key's only version (use [`FakeVault::delete_key`]). Control API only in-process.
+    pub fn delete_version(&self, name: &str, version: &str) -> Result<(), Error> {
+        self.shared.remove_version(name, version)
     }
 
     /// Recovers a soft-deleted key with all its versions.

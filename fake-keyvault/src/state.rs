@@ -610,6 +610,32 @@ impl Shared {
         self.persist(&g)
     }
 
+    /// Removes one version for good (delete + purge of that version): the data plane
+    /// answers 404 KeyNotFound for it and lists no longer show it. The last version
+    /// cannot be removed this way (`Conflict`); delete the key instead.
+    pub(crate) fn remove_version(&self, name: &str, version: &str) -> Result<(), Error> {
+        let mut g = self.lock();
+        let key = g
+            .keys
+            .get_mut(name)
+            .filter(|k| !k.deleted)
+            .ok_or_else(|| Error::NotFound(format!("key {name}")))?;
+        let Some(at) = key.versions.iter().position(|v| v.id == version) else {
+            return Err(Error::NotFound(format!("version {version} of key {name}")));
+        };
+        if key.versions.len() == 1 {
+            return Err(Error::Conflict(format!(
+                "version {version} is the only version of key {name}; delete the key instead"
+            )));
+        }
+        key.versions.remove(at);
+        self.persist(&g)?;
+        if let Some(dir) = &self.config.state_dir {
+            let _ = fs::remove_file(pem_path(dir, name, version));
+        }
+        Ok(())
+    }
+
     pub(crate) fn set_deleted(&self, name: &str, deleted: bool) -> Result<(), Error> {
         let mut g = self.lock();
         let key = g

@@ -693,3 +693,34 @@ async fn control_api_over_http() {
         assert_kv_error(status, &body, want, code, None);
     }
 }
+
+#[tokio::test]
+async fn delete_one_version() {
+    let env = Env::start().await;
+    let v1 = env.vault.create_key("onev", RSA2048).await.unwrap();
+    let v2 = env.vault.add_version("onev").await.unwrap();
+    env.vault.delete_version("onev", &v2.version).unwrap();
+
+    let (status, body) = json_of(env.get(&format!("/keys/onev/{}?{API}", v2.version)).await).await;
+    assert_kv_error(status, &body, 404, "KeyNotFound", None);
+    let (status, body) = json_of(env.get(&format!("/keys/onev/{}?{API}", v1.version)).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = json_of(env.get(&format!("/keys/onev/versions?{API}")).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let kids: Vec<&str> = body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, [v1.kid.as_str()]);
+
+    assert!(matches!(
+        env.vault.delete_version("onev", &v2.version),
+        Err(fake_keyvault::Error::NotFound(_))
+    ));
+    assert!(matches!(
+        env.vault.delete_version("onev", &v1.version),
+        Err(fake_keyvault::Error::Conflict(_))
+    ));
+}

@@ -5,11 +5,14 @@
 //! - [`KmsError`]: the error classes a key watcher can act on (Revoked / Transient /
 //!   Misconfigured, plus InvalidCiphertext for "this key did not wrap these bytes").
 //! - [`KeyId`] / [`VersionedKeyId`]: key identifiers, parsed once.
+//! - [`azure`]: Azure Key Vault / Managed HSM over REST (reqwest), with Entra ID
+//!   credentials (client secret, workload identity, managed identity).
 //! - [`local`]: RSA keys on disk under `file://<dir>/<name>[/<version>]`.
 //! - [`SecretBytes`]: unwrapped key material in a zeroizing, redacted type.
 //! - `testsuite` (feature-free, public): the generic provider test suite that every
 //!   provider runs through.
 
+pub mod azure;
 pub mod local;
 pub mod testsuite;
 
