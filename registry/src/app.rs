@@ -5,13 +5,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kms_client::azure::{credential::Credential, AzureConfig, AzureKek};
 use kms_client::local::{ensure_dev_key, LocalKek};
-use kms_client::{Kek, KeyId, KmsError};
+use kms_client::{Kek, KeyId, KeyIdKind, KmsError};
 use object_store::ObjectStore;
 use storage::{Store, StoreError};
 use thiserror::Error;
 
 use crate::config::{Config, StorageUrl};
+use crate::watcher::{KeyStatus, WatchSettings};
 
 /// The local development KEK's name under `<data_dir>/keys`.
 pub const DEV_KEY_NAME: &str = "valv-dev-kek";
@@ -40,6 +42,10 @@ impl Settings {
 pub struct App {
     pub store: Store,
     pub settings: Settings,
+    /// The key id the registry was started with (the keyring records the one in use).
+    pub key_id: KeyId,
+    /// The key watcher's view of the KEK; every content request consults it.
+    pub keys: KeyStatus,
 }
 
 /// Which KEK the registry runs under, so `main` can tell the operator.
@@ -53,11 +59,6 @@ pub enum KeySource {
 
 #[derive(Debug, Error)]
 pub enum StartError {
-    #[error(
-        "key id {0}: the Azure Key Vault provider is not available yet in this build of valv; \
-         use a file:///<dir>/<name> key id, or leave the key id unset for a local development key"
-    )]
-    KeyVaultUnavailable(KeyId),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -82,8 +83,8 @@ impl App {
     /// the local development key on first start), opens the object store and the
     /// encrypted store's keyring.
     ///
-    /// Fails when a directory cannot be created, the key id names a provider that is
-    /// not available, the key is unusable, or the keyring cannot be opened with it.
+    /// Fails when a directory cannot be created, the key provider is misconfigured,
+    /// the key is unusable, or the keyring cannot be opened with it.
     pub async fn build(config: &Config) -> Result<(App, KeySource), StartError> {
         let data_dir = absolute(&config.storage.data_dir)?;
         create_dir(&data_dir, "creating data directory")?;
@@ -94,6 +95,8 @@ impl App {
         let app = App {
             store,
             settings: Settings::from_config(config),
+            key_id,
+            keys: KeyStatus::new(WatchSettings::from_config(config)),
         };
         Ok((app, source))
     }
@@ -105,14 +108,15 @@ async fn open_kek(
 ) -> Result<(Arc<dyn Kek>, KeyId, KeySource), StartError> {
     let configured = config.key_id().map_err(StartError::Key)?;
     match configured {
-        // kms_client does not export its KeyIdKind, so the provider is told by the
-        // id's (already validated) scheme.
         Some(id) if id.to_string().starts_with("file://") => Ok((
             Arc::new(LocalKek::new()),
             id.clone(),
             KeySource::Configured(id),
         )),
-        Some(id) => Err(StartError::KeyVaultUnavailable(id)),
+        Some(id) => {
+            let kek = azure_kek(&id, &|k| std::env::var(k).ok().filter(|v| !v.is_empty()))?;
+            Ok((kek, id.clone(), KeySource::Configured(id)))
+        }
         None => {
             let dir = data_dir.join("keys");
             create_dir(&dir, "creating key directory")?;
@@ -130,6 +134,37 @@ async fn open_kek(
             ))
         }
     }
+}
+
+/// The Key Vault provider for `id`, with credentials from the environment
+/// (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, then `AZURE_FEDERATED_TOKEN_FILE` or
+/// `AZURE_CLIENT_SECRET`, else managed identity) and, for tests and private endpoints,
+/// `VALV_KEYVAULT_ENDPOINT` (the base URL requests for this vault go to),
+/// `VALV_KEYVAULT_API_VERSION` and `VALV_IMDS_ENDPOINT`.
+///
+/// Fails with `Misconfigured` when the credential variables are incomplete.
+pub fn azure_kek(
+    id: &KeyId,
+    getenv: &dyn Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn Kek>, StartError> {
+    let KeyIdKind::AzureKeyVault { vault, .. } = id.kind() else {
+        return Err(StartError::Invalid(format!(
+            "{id} is not a Key Vault key id"
+        )));
+    };
+    let mut config = AzureConfig::default();
+    if let Some(endpoint) = getenv("VALV_KEYVAULT_ENDPOINT") {
+        config = config.with_endpoint(vault.clone(), endpoint);
+    }
+    if let Some(version) = getenv("VALV_KEYVAULT_API_VERSION") {
+        config.api_version = version;
+    }
+    let mut credential = Credential::from_lookup(getenv)?;
+    if let Some(imds) = getenv("VALV_IMDS_ENDPOINT") {
+        credential = credential.with_imds_endpoint(imds);
+    }
+    tracing::info!(key = %id, credential = credential.kind(), "using Azure Key Vault");
+    Ok(Arc::new(AzureKek::new(config, credential)))
 }
 
 fn open_objects(config: &Config, data_dir: &Path) -> Result<Arc<dyn ObjectStore>, StartError> {
@@ -185,7 +220,6 @@ pub fn dev_key_notice(id: &KeyId, created: bool) -> String {
          * For production, configure a vault key:\n\
          *   valv serve --key-id https://<vault>.vault.azure.net/keys/<name>\n\
          * (or VALV_KEY_ID / [encryption] key_id; see docs/OPERATIONS.md).\n\
-         * Note: the Key Vault provider is not available in this build yet.\n\
          ************************************************************************\n"
     )
 }

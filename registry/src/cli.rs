@@ -116,6 +116,18 @@ pub struct ServeArgs {
     /// [default: <data-dir>/store]
     #[arg(long, value_name = "URL")]
     pub storage: Option<String>,
+    /// Seconds between key checks: a revoked key stops all content within this
+    /// [env: VALV_KEY_CHECK_INTERVAL] [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub key_check_interval: Option<u64>,
+    /// Seconds between looks for a newer key version (versionless key ids)
+    /// [env: VALV_ROTATION_POLL_INTERVAL] [default: 300]
+    #[arg(long, value_name = "SECS")]
+    pub rotation_poll_interval: Option<u64>,
+    /// Seconds content is still served while the vault is unreachable; 0 = strict
+    /// [env: VALV_OUTAGE_GRACE] [default: 900]
+    #[arg(long, value_name = "SECS")]
+    pub outage_grace: Option<u64>,
 }
 
 impl ServeArgs {
@@ -126,6 +138,9 @@ impl ServeArgs {
             data_dir: self.data_dir.clone(),
             key_id: self.key_id.clone(),
             storage: self.storage.clone(),
+            key_check_interval_secs: self.key_check_interval,
+            rotation_poll_interval_secs: self.rotation_poll_interval,
+            outage_grace_secs: self.outage_grace,
         }
     }
 }

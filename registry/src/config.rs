@@ -75,11 +75,31 @@ impl Default for StorageConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EncryptionConfig {
     /// The KEK. Unset: a local development key under `<data_dir>/keys`.
     pub key_id: Option<String>,
+    /// How often the key watcher probes the KEK (one unwrap) and looks for a keyring
+    /// another node changed. Revocation takes effect within this interval.
+    pub key_check_interval_secs: u64,
+    /// How often, with a versionless key id, the watcher asks the vault for a newer
+    /// key version to rotate to.
+    pub rotation_poll_interval_secs: u64,
+    /// How long content keeps being served while the vault cannot be reached
+    /// (transient failures); after it, content is refused with 503. 0 = strict.
+    pub outage_grace_secs: u64,
+}
+
+impl Default for EncryptionConfig {
+    fn default() -> Self {
+        EncryptionConfig {
+            key_id: None,
+            key_check_interval_secs: 30,
+            rotation_poll_interval_secs: 300,
+            outage_grace_secs: 900,
+        }
+    }
 }
 
 /// Values given on the command line; `None` leaves the lower layers' value.
@@ -90,6 +110,9 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub key_id: Option<String>,
     pub storage: Option<String>,
+    pub key_check_interval_secs: Option<u64>,
+    pub rotation_poll_interval_secs: Option<u64>,
+    pub outage_grace_secs: Option<u64>,
 }
 
 /// Where the object store lives, parsed from `storage.url`.
@@ -153,6 +176,9 @@ pub mod env {
     pub const DATA_DIR: &str = "VALV_DATA_DIR";
     pub const STORAGE: &str = "VALV_STORAGE";
     pub const KEY_ID: &str = "VALV_KEY_ID";
+    pub const KEY_CHECK_INTERVAL: &str = "VALV_KEY_CHECK_INTERVAL";
+    pub const ROTATION_POLL_INTERVAL: &str = "VALV_ROTATION_POLL_INTERVAL";
+    pub const OUTAGE_GRACE: &str = "VALV_OUTAGE_GRACE";
 }
 
 impl Config {
@@ -233,6 +259,15 @@ impl Config {
         if let Some(v) = getenv(env::KEY_ID) {
             self.encryption.key_id = Some(v);
         }
+        if let Some(v) = getenv(env::KEY_CHECK_INTERVAL) {
+            self.encryption.key_check_interval_secs = number(env::KEY_CHECK_INTERVAL, &v)?;
+        }
+        if let Some(v) = getenv(env::ROTATION_POLL_INTERVAL) {
+            self.encryption.rotation_poll_interval_secs = number(env::ROTATION_POLL_INTERVAL, &v)?;
+        }
+        if let Some(v) = getenv(env::OUTAGE_GRACE) {
+            self.encryption.outage_grace_secs = number(env::OUTAGE_GRACE, &v)?;
+        }
         Ok(())
     }
 
@@ -249,6 +284,15 @@ impl Config {
         }
         if let Some(v) = &flags.key_id {
             self.encryption.key_id = Some(v.clone());
+        }
+        if let Some(v) = flags.key_check_interval_secs {
+            self.encryption.key_check_interval_secs = v;
+        }
+        if let Some(v) = flags.rotation_poll_interval_secs {
+            self.encryption.rotation_poll_interval_secs = v;
+        }
+        if let Some(v) = flags.outage_grace_secs {
+            self.encryption.outage_grace_secs = v;
         }
     }
 
@@ -278,6 +322,12 @@ impl Config {
         }
         if let Err(e) = self.key_id() {
             problems.push(format!("encryption.key_id: {e}"));
+        }
+        if self.encryption.key_check_interval_secs == 0 {
+            problems.push("encryption.key_check_interval_secs must be at least 1".into());
+        }
+        if self.encryption.rotation_poll_interval_secs == 0 {
+            problems.push("encryption.rotation_poll_interval_secs must be at least 1".into());
         }
         if problems.is_empty() {
             Ok(())

@@ -11,7 +11,8 @@
 //! - edge parsers, each unit-tested on its own: [`routes`], [`query`] (percent-decoded query
 //!   strings), [`range`] (`Range` and upload `Content-Range`), [`manifest`] (manifest
 //!   schemas by media type and the references they carry).
-//! - key lifecycle: [`kek`] (`valv kek …` for local `file://` keys).
+//! - key lifecycle: [`watcher`] (probe, revoke, recover, rotate; the gate every content
+//!   request passes), [`kek`] (`valv kek …` for local `file://` keys).
 //! - responses: [`errors`] (the OCI error-code table as data, the JSON envelope, and the
 //!   exhaustive `StoreError` → code mapping), [`body`] (streaming request and response
 //!   bodies; blob bodies are never buffered).
@@ -28,6 +29,7 @@ pub mod query;
 pub mod range;
 pub mod routes;
 pub mod server;
+pub mod watcher;
 
 /// The header every response carries, so Docker clients recognise a v2 registry.
 pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";

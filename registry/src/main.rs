@@ -67,7 +67,15 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         writeln!(out, "listening on http://{addr}")?;
         out.flush()?;
     }
-    valv::server::run(listener, Arc::new(app), shutdown_signal()).await?;
+    let app = Arc::new(app);
+    let (stop_watcher, watcher_stopped) = tokio::sync::oneshot::channel::<()>();
+    let watcher = tokio::spawn(valv::watcher::run(app.clone(), async {
+        let _ = watcher_stopped.await;
+    }));
+    let served = valv::server::run(listener, app, shutdown_signal()).await;
+    let _ = stop_watcher.send(());
+    let _ = watcher.await;
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -198,6 +198,10 @@ async fn sigterm_lets_an_in_flight_upload_finish() {
 /// Runs `valv serve` with `args` on a fresh data dir, expecting it to exit by itself;
 /// returns the exit success and its stderr.
 fn run_to_exit(args: &[&str]) -> (bool, String) {
+    run_to_exit_with_env(args, &[])
+}
+
+fn run_to_exit_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_valv"))
         .arg("serve")
@@ -206,6 +210,7 @@ fn run_to_exit(args: &[&str]) -> (bool, String) {
         .arg("--data-dir")
         .arg(dir.path())
         .args(args)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -233,12 +238,28 @@ fn run_to_exit(args: &[&str]) -> (bool, String) {
 }
 
 #[test]
-fn key_vault_key_id_fails_at_start_with_a_clear_error() {
-    let (ok, stderr) = run_to_exit(&["--key-id", "https://myvault.vault.azure.net/keys/valv-kek"]);
+fn an_unreachable_key_vault_fails_the_start_with_a_clear_error() {
+    // Every endpoint the provider could use points at a loopback port nothing listens
+    // on, so no request leaves the machine.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    };
+    let (ok, stderr) = run_to_exit_with_env(
+        &["--key-id", "https://myvault.vault.azure.net/keys/valv-kek"],
+        &[
+            ("VALV_KEYVAULT_ENDPOINT", &closed),
+            ("VALV_IMDS_ENDPOINT", &closed),
+            ("AZURE_TENANT_ID", ""),
+            ("AZURE_CLIENT_ID", ""),
+            ("AZURE_CLIENT_SECRET", ""),
+            ("AZURE_FEDERATED_TOKEN_FILE", ""),
+        ],
+    );
     assert!(!ok);
     assert!(
-        stderr.contains("Key Vault provider is not available yet"),
-        "{stderr}"
+        stderr.contains("https://myvault.vault.azure.net/keys/valv-kek"),
+        "the error names the key: {stderr}"
     );
 }
 

@@ -78,6 +78,24 @@ impl LoadedKeyring {
         )
     }
 
+    /// The same registry keys under a new document (after a rewrap).
+    pub(crate) fn with_doc(&self, doc: KeyringDoc, sequence: u64) -> LoadedKeyring {
+        LoadedKeyring {
+            doc,
+            sequence,
+            keys: self.keys.clone(),
+            active: self.active,
+        }
+    }
+
+    /// The document entry of the active generation.
+    pub fn active_generation(&self) -> Option<&Generation> {
+        self.doc
+            .generations
+            .iter()
+            .find(|g| g.generation == self.active)
+    }
+
     /// The key of `generation`; `Integrity` when the keyring has no such generation
     /// (an envelope naming an unknown generation was edited or belongs elsewhere).
     pub fn key(&self, generation: u32) -> Result<Arc<Key32>> {
@@ -154,7 +172,7 @@ pub async fn load_or_create(
     })
 }
 
-fn check_same_key(doc: &KeyringDoc, configured: &KeyId) -> Result<()> {
+pub(crate) fn check_same_key(doc: &KeyringDoc, configured: &KeyId) -> Result<()> {
     let stored: KeyId = doc
         .key_id
         .parse()
@@ -172,7 +190,11 @@ fn check_same_key(doc: &KeyringDoc, configured: &KeyId) -> Result<()> {
     Ok(())
 }
 
-async fn unwrap_all(kek: &Arc<dyn Kek>, doc: KeyringDoc, sequence: u64) -> Result<LoadedKeyring> {
+pub(crate) async fn unwrap_all(
+    kek: &Arc<dyn Kek>,
+    doc: KeyringDoc,
+    sequence: u64,
+) -> Result<LoadedKeyring> {
     let corrupt = |reason: String| StoreError::Corrupt {
         path: format!("keyring/{sequence:020}"),
         reason,

@@ -689,7 +689,7 @@ async fn keyring_is_created_wrapped_and_reopened() {
     let (_b, objects) = Backend::memory();
     let key = key_fixture();
     let store = open(&objects, &key).await;
-    let ring = store.keyring();
+    let ring = store.keyring().expect("keyring loaded");
     assert_eq!(ring.doc.generations.len(), 1);
     assert_eq!(
         ring.doc.generations[0].kek,

@@ -26,15 +26,29 @@ pub fn healthz() -> Response<Body> {
         .build()
 }
 
-/// The store opened its keyring at start, so a running registry can serve. When the
-/// key watcher exists (DESIGN §7) this will report its state instead.
-pub fn readyz(_app: &App) -> Response<Body> {
-    Reply::new(StatusCode::OK)
-        .bytes(
-            "text/plain; charset=utf-8",
-            bytes::Bytes::from_static(b"ready\n"),
-        )
-        .build()
+/// Ready while content can be served: the key is active, or the vault has been
+/// unreachable for less than the outage grace. 503 otherwise, with the key state.
+pub fn readyz(app: &App) -> Response<Body> {
+    let state = app.keys.get();
+    if app.keys.ready() {
+        Reply::new(StatusCode::OK)
+            .bytes(
+                "text/plain; charset=utf-8",
+                bytes::Bytes::from(format!("ready: key {}\n", state.name())),
+            )
+            .build()
+    } else {
+        Reply::new(StatusCode::SERVICE_UNAVAILABLE)
+            .bytes(
+                "text/plain; charset=utf-8",
+                bytes::Bytes::from(format!(
+                    "not ready: key {}: {}\n",
+                    state.name(),
+                    state.reason().unwrap_or("")
+                )),
+            )
+            .build()
+    }
 }
 
 #[derive(Serialize)]

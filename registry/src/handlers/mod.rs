@@ -33,6 +33,12 @@ pub type HandlerResult = Result<Response<Body>, ApiError>;
 /// Runs the handler for `route`.
 pub async fn handle(app: &App, route: Route, req: Request<Incoming>) -> HandlerResult {
     let query = Query::parse(req.uri().query());
+    // Content needs the registry keys: while the key is revoked or the vault has been
+    // unreachable past the grace, every content request is refused (DESIGN §7). The
+    // version check and the health endpoints keep answering.
+    if !matches!(route, Route::Healthz | Route::Readyz | Route::ApiBase) {
+        app.keys.gate()?;
+    }
     match route {
         Route::Healthz => Ok(base::healthz()),
         Route::Readyz => Ok(base::readyz(app)),

@@ -86,7 +86,7 @@ impl Store {
         envelope: &Envelope,
         range: Range<u64>,
     ) -> Result<ByteStream> {
-        let rk = self.keyring().key(envelope.key_generation)?;
+        let rk = self.keyring()?.key(envelope.key_generation)?;
         let keys = envelope.open(&rk).map_err(|_| StoreError::Integrity)?;
         let seg = u64::from(envelope.segment_size);
         let plan =
@@ -125,12 +125,13 @@ impl Store {
             .then(move |(path, range)| fetch(objects.clone(), path, range))
             .try_flatten()
             .boxed();
-        Ok(decrypt_stream(
+        let plaintext = decrypt_stream(
             keys.cipher(),
             plan,
             sealed,
             self.metrics().segments_opened.clone(),
-        ))
+        );
+        Ok(self.cut_on_seal(plaintext))
     }
 
     /// Deletes the blob everywhere (envelope first, so it stops existing at once, then

@@ -8,12 +8,12 @@
 //!   puts, listing) shared by the others.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use kms_client::{Kek, KeyId};
+use kms_client::{Kek, KeyId, KmsError};
 use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 
@@ -23,9 +23,12 @@ use crate::names::{Digest, RepositoryName, UploadId};
 use crate::Result;
 
 mod blobs;
+mod keys;
 mod manifests;
 mod objects;
 mod uploads;
+
+pub use keys::RotateOutcome;
 
 /// Plaintext coming out of the store: chunks of at most one segment, each yielded only
 /// after its segment authenticated. An `Err` item ends the stream.
@@ -177,8 +180,21 @@ struct Inner {
     kek: Arc<dyn Kek>,
     config: StoreConfig,
     metrics: StoreMetrics,
-    /// Replaced wholesale when the keyring changes; never held across an await.
-    keyring: RwLock<Arc<LoadedKeyring>>,
+    /// Replaced wholesale when the keyring changes or is sealed; never held across an
+    /// await.
+    keyring: RwLock<KeySlot>,
+    /// Bumped by every [`Store::seal`]: a read stream that sees it change stops before
+    /// its next segment.
+    seal_epoch: Arc<AtomicU64>,
+}
+
+/// The registry keys, or why there are none.
+#[derive(Debug, Clone)]
+enum KeySlot {
+    Loaded(Arc<LoadedKeyring>),
+    /// The keys were dropped (zeroized) because the KEK refused: every operation that
+    /// needs a key fails with this error until the keyring is loaded again.
+    Sealed(KmsError),
 }
 
 impl Store {
@@ -209,7 +225,8 @@ impl Store {
                 kek,
                 config,
                 metrics: StoreMetrics::default(),
-                keyring: RwLock::new(Arc::new(keyring)),
+                keyring: RwLock::new(KeySlot::Loaded(Arc::new(keyring))),
+                seal_epoch: Arc::new(AtomicU64::new(0)),
             }),
         })
     }
@@ -219,11 +236,68 @@ impl Store {
     }
 
     /// The keyring currently in use.
-    pub fn keyring(&self) -> Arc<LoadedKeyring> {
+    ///
+    /// Fails with `Key(..)` (the reason it was sealed) while the store is sealed.
+    pub fn keyring(&self) -> Result<Arc<LoadedKeyring>> {
+        match self.slot() {
+            KeySlot::Loaded(k) => Ok(k),
+            KeySlot::Sealed(why) => Err(why.into()),
+        }
+    }
+
+    /// Why the store is sealed, if it is.
+    pub fn sealed(&self) -> Option<KmsError> {
+        match self.slot() {
+            KeySlot::Loaded(_) => None,
+            KeySlot::Sealed(why) => Some(why),
+        }
+    }
+
+    /// Drops the registry keys (they zeroize when the last reference goes) and refuses
+    /// every keyed operation with `why` from now on. Reads in flight stop before their
+    /// next segment. [`Store::reload_keyring`] undoes it when the KEK works again.
+    pub fn seal(&self, why: KmsError) {
+        self.inner.seal_epoch.fetch_add(1, Ordering::SeqCst);
+        self.set_slot(KeySlot::Sealed(why));
+    }
+
+    /// Ends `stream` with the seal's error as soon as the store is sealed: no segment
+    /// is yielded after a revocation, whatever was in flight.
+    fn cut_on_seal(&self, stream: ByteStream) -> ByteStream {
+        use futures::StreamExt;
+        let epoch = self.inner.seal_epoch.clone();
+        let opened_at = epoch.load(Ordering::SeqCst);
+        let store = self.clone();
+        futures::stream::unfold(Some(stream), move |state| {
+            let epoch = epoch.clone();
+            let store = store.clone();
+            async move {
+                let mut stream = state?;
+                let item = stream.next().await?;
+                if epoch.load(Ordering::SeqCst) != opened_at {
+                    let why = store.sealed().unwrap_or_else(|| {
+                        KmsError::revoked("registry key", "the keyring was sealed during the read")
+                    });
+                    return Some((Err(why.into()), None));
+                }
+                Some((item, Some(stream)))
+            }
+        })
+        .boxed()
+    }
+
+    fn slot(&self) -> KeySlot {
         match self.inner.keyring.read() {
             Ok(k) => k.clone(),
-            // A panic while holding the lock cannot leave a half-written Arc behind.
+            // A panic while holding the lock cannot leave a half-written value behind.
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_slot(&self, slot: KeySlot) {
+        match self.inner.keyring.write() {
+            Ok(mut k) => *k = slot,
+            Err(poisoned) => *poisoned.into_inner() = slot,
         }
     }
 

@@ -128,7 +128,7 @@ impl Store {
         let id = UploadId::random();
         let blob = objects::random_hex(16);
         let keys = BlobKeys::generate(self.inner.config.segment_size);
-        let (generation, rk) = self.keyring().active();
+        let (generation, rk) = self.keyring()?.active();
         let secrets = SessionSecrets {
             tail: Vec::new(),
             hash: ResumableHash::new(algorithm),
@@ -184,7 +184,7 @@ impl Store {
             if state.repository != repo.as_str() || state.version != 1 {
                 return Err(StoreError::UploadUnknown);
             }
-            let rk = self.keyring().key(state.key_generation)?;
+            let rk = self.keyring()?.key(state.key_generation)?;
             let dek: Key32 = state
                 .dek
                 .unwrap(&rk, &dek_aad(id, &state.blob))
@@ -442,7 +442,7 @@ impl Store {
             segments: 1,
         });
 
-        let (generation, rk) = self.keyring().active();
+        let (generation, rk) = self.keyring()?.active();
         let envelope = Envelope::seal(&rk, generation, &keys, digest.clone(), size, parts);
 
         // A digest of another algorithm than the one hashed while streaming (sha512 on
@@ -565,7 +565,7 @@ impl Store {
         self.objects()
             .put(&part_path, PutPayload::from(sealed))
             .await?;
-        let (generation, rk) = self.keyring().active();
+        let (generation, rk) = self.keyring()?.active();
         let envelope = Envelope::seal(
             &rk,
             generation,

@@ -1,0 +1,156 @@
+//! The registry keys' lifecycle in a running store (DESIGN §7): probing the KEK,
+//! sealing and reloading the keyring, and rewrapping the registry keys under a new KEK
+//! version (rotation). Rotation rewraps the few registry keys only; no blob envelope
+//! or data object is touched.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use chrono::Utc;
+use kms_client::{KeyId, KmsError, VersionedKeyId};
+use object_store::ObjectStore;
+use subtle::ConstantTimeEq;
+
+use super::{KeySlot, Store};
+use crate::keyring::{self, LoadedKeyring};
+use crate::{Result, StoreError};
+
+/// What [`Store::rotate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// Every registry key is now wrapped by `to`; the keyring is at `sequence`.
+    Rotated {
+        from: String,
+        to: VersionedKeyId,
+        sequence: u64,
+    },
+    /// The keyring is already wrapped by that version: nothing to do.
+    AlreadyCurrent,
+    /// Another node wrote a newer keyring first; this store reloaded it.
+    LostRace { sequence: u64 },
+}
+
+impl Store {
+    /// Asks the KEK to unwrap the active registry key and checks it is the key in
+    /// memory: the liveness probe. One vault call.
+    ///
+    /// Fails with `Key(Revoked)` when the KEK refuses, `Key(Transient)` when it cannot
+    /// be reached, `Integrity` when it unwraps to something else, and with the seal's
+    /// error while the store is sealed.
+    pub async fn probe(&self) -> Result<()> {
+        let ring = self.keyring()?;
+        let g = ring.active_generation().ok_or(StoreError::Integrity)?;
+        let version: VersionedKeyId = g
+            .kek
+            .parse()
+            .map_err(|e: KmsError| StoreError::Corrupt {
+                path: "keyring".into(),
+                reason: e.to_string(),
+            })?;
+        let wrapped = base64::engine::general_purpose::STANDARD
+            .decode(&g.wrapped)
+            .map_err(|_| StoreError::Integrity)?;
+        let secret = match self.kek().unwrap(&version, &wrapped).await {
+            Ok(s) => s,
+            Err(KmsError::InvalidCiphertext { .. }) => return Err(StoreError::Integrity),
+            Err(e) => return Err(e.into()),
+        };
+        let (_, rk) = ring.active();
+        if bool::from(secret.expose().ct_eq(rk.expose().as_slice())) {
+            Ok(())
+        } else {
+            Err(StoreError::Integrity)
+        }
+    }
+
+    /// The sequence number of the newest keyring in the object store (one listing).
+    pub async fn latest_keyring_sequence(&self) -> Result<Option<u64>> {
+        Ok(keyring::read_latest(self.objects()).await?.map(|(seq, _)| seq))
+    }
+
+    /// Reads the newest keyring, unwraps every registry key and puts it in use: after
+    /// a revocation ends, or when another node rotated. Returns its sequence number.
+    ///
+    /// Fails like [`Store::open`]; on failure the store keeps its current state.
+    pub async fn reload_keyring(&self) -> Result<u64> {
+        let objects: &Arc<dyn ObjectStore> = self.objects();
+        let (sequence, doc) =
+            keyring::read_latest(objects)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt {
+                    path: "keyring".into(),
+                    reason: "the keyring has disappeared from the object store".into(),
+                })?;
+        let loaded = keyring::unwrap_all(self.kek(), doc, sequence).await?;
+        self.set_slot(KeySlot::Loaded(Arc::new(loaded)));
+        Ok(sequence)
+    }
+
+    /// Rewraps every registry key under `to` and writes the next keyring version with
+    /// a create-only put, recording `key_id` as the configured key (versionless means
+    /// automatic rotation) and the rotation time. Each key is unwrapped again with `to`
+    /// before the new keyring is written, so a version that cannot unwrap what it
+    /// wrapped is never recorded.
+    ///
+    /// Fails with `Key(Misconfigured)` when `to` is not an RSA key, `Key(..)` when the
+    /// KEK refuses, and with the seal's error while sealed. Nothing changes on failure.
+    pub async fn rotate(&self, to: &VersionedKeyId, key_id: &KeyId) -> Result<RotateOutcome> {
+        let ring = self.keyring()?;
+        let from = ring
+            .active_generation()
+            .map(|g| g.kek.clone())
+            .unwrap_or_default();
+        if ring.doc.generations.iter().all(|g| g.kek == to.to_string())
+            && ring.doc.key_id == key_id.to_string()
+        {
+            return Ok(RotateOutcome::AlreadyCurrent);
+        }
+        let description = self.kek().describe(to).await?;
+        if !description.key_type.starts_with("RSA") {
+            return Err(KmsError::misconfigured(
+                to,
+                format!(
+                    "key type {} is not RSA; valv wraps its registry keys with RSA-OAEP-256",
+                    description.key_type
+                ),
+            )
+            .into());
+        }
+        let mut doc = ring.doc.clone();
+        for g in &mut doc.generations {
+            let rk = ring.key(g.generation)?;
+            let wrapped = self.kek().wrap(to, rk.expose()).await?;
+            let back = match self.kek().unwrap(to, &wrapped).await {
+                Ok(b) => b,
+                Err(KmsError::InvalidCiphertext { .. }) => return Err(StoreError::Integrity),
+                Err(e) => return Err(e.into()),
+            };
+            if !bool::from(back.expose().ct_eq(rk.expose().as_slice())) {
+                return Err(StoreError::Integrity);
+            }
+            g.kek = to.to_string();
+            g.wrapped = base64::engine::general_purpose::STANDARD.encode(&wrapped);
+        }
+        doc.key_id = key_id.to_string();
+        doc.automatic_rotation = key_id.version().is_none();
+        doc.last_rotation = Some(Utc::now());
+        let sequence = ring.sequence + 1;
+        match keyring::write_version(self.objects(), sequence, &doc).await {
+            Ok(()) => {
+                let loaded: LoadedKeyring = ring.with_doc(doc, sequence);
+                self.set_slot(KeySlot::Loaded(Arc::new(loaded)));
+                tracing::info!(%from, to = %to, sequence, "rewrapped the registry keys under a new KEK version");
+                Ok(RotateOutcome::Rotated {
+                    from,
+                    to: to.clone(),
+                    sequence,
+                })
+            }
+            Err(StoreError::Backend(object_store::Error::AlreadyExists { .. })) => {
+                let sequence = self.reload_keyring().await?;
+                Ok(RotateOutcome::LostRace { sequence })
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
