@@ -295,6 +295,9 @@ pub async fn rotate_once(app: &App) {
     if app.keys.get() != KeyState::Active {
         return;
     }
+    // Another node may have rotated already: adopt its keyring rather than rewrapping
+    // (and racing it for the keyring write) again.
+    reload_if_changed(app).await;
     let Ok(ring) = app.store.keyring() else {
         return;
     };

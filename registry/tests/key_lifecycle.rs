@@ -52,18 +52,25 @@ fn key_id() -> String {
 
 /// valv over the fake vault, with 1 s key checks and rotation polls.
 fn start_valv(v: &FakeVault, data: &Path, grace_secs: u64) -> Valv {
+    start_valv_with(v, data, grace_secs, 1)
+}
+
+/// valv over the fake vault, checking the key and polling for rotation every
+/// `interval_secs`.
+fn start_valv_with(v: &FakeVault, data: &Path, grace_secs: u64, interval_secs: u64) -> Valv {
     let url = v.url();
     let tenant = v.tenant_id().to_owned();
     let grace = grace_secs.to_string();
+    let interval = interval_secs.to_string();
     Valv::start_with_env(
         data,
         &[
             "--key-id",
             &key_id(),
             "--key-check-interval",
-            "1",
+            &interval,
             "--rotation-poll-interval",
-            "1",
+            &interval,
             "--outage-grace",
             &grace,
         ],
@@ -462,4 +469,208 @@ async fn automatic_rotation_adopts_a_new_version_without_touching_blobs() {
         before,
         "no envelope or data object was rewritten or added by the rotation"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_calls_do_not_grow_with_content() {
+    let v = vault().await;
+    let data = tempfile::tempdir().expect("tempdir");
+    // Checks and polls far apart, so only the requests themselves could call the vault.
+    v.reset_counters();
+    let valv = start_valv_with(&v, data.path(), 900, 3600);
+    let at_start = v.counters();
+    assert_eq!(
+        at_start.unwrap_key, 0,
+        "a fresh registry creates its registry key: it wraps, it does not unwrap"
+    );
+    assert_eq!(
+        at_start.wrap_key, 1,
+        "one wrap for the one registry-key generation"
+    );
+    let http = client();
+    let mut blobs = Vec::new();
+    for i in 0..1000u32 {
+        let data = format!("blob number {i} of the O(1) test").into_bytes();
+        let digest = push_blob(&http, &valv, "many", &data).await;
+        blobs.push((digest, data));
+    }
+    drop(valv);
+
+    // A restart unwraps the registry key once.
+    v.reset_counters();
+    let valv = start_valv_with(&v, data.path(), 900, 3600);
+    let restart = v.counters();
+    assert_eq!(
+        restart.unwrap_key, 1,
+        "start-up: one unwrap per registry-key generation"
+    );
+    assert_eq!(restart.wrap_key, 0);
+
+    v.reset_counters();
+    for (digest, data) in &blobs {
+        let r = http
+            .get(valv.url(&format!("/v2/many/blobs/{digest}")))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.bytes().await.expect("body").as_ref(), data.as_slice());
+    }
+    assert_eq!(
+        v.counters().vault_calls(),
+        0,
+        "pulling 1,000 blobs made no vault call: {:?}",
+        v.counters()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pulls_under_three_rotations_never_fail() {
+    let v = vault().await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let valv = start_valv(&v, data.path(), 900);
+    let http = client();
+    let mut blobs = Vec::new();
+    for i in 0..8u32 {
+        let body: Vec<u8> = (0..(1_000_000 + i * 77_777))
+            .map(|j| (j.wrapping_mul(i + 3) >> 5) as u8)
+            .collect();
+        let digest = push_blob(&http, &valv, "load", &body).await;
+        blobs.push((digest, body));
+    }
+    let blobs = std::sync::Arc::new(blobs);
+    let base = valv.base.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut pullers = Vec::new();
+    for p in 0..4usize {
+        let (blobs, base, stop, http) = (blobs.clone(), base.clone(), stop.clone(), http.clone());
+        pullers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            let mut i = p;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (digest, body) = &blobs[i % blobs.len()];
+                i += 1;
+                match http
+                    .get(format!("{base}/v2/load/blobs/{digest}"))
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == StatusCode::OK => match r.bytes().await {
+                        Ok(b) if b.as_ref() == body.as_slice() => ok += 1,
+                        Ok(b) => failed.push(format!("{digest}: {} bytes, corrupted", b.len())),
+                        Err(e) => failed.push(format!("{digest}: body: {e}")),
+                    },
+                    Ok(r) => failed.push(format!("{digest}: status {}", r.status())),
+                    Err(e) => failed.push(format!("{digest}: {e}")),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let store = data.path().join("store");
+    let started = Instant::now();
+    for round in 1..=3u32 {
+        // Spread the rotations over the minute (pacing the scenario, not waiting for it).
+        tokio::time::sleep_until((started + Duration::from_secs(u64::from(round) * 15)).into())
+            .await;
+        let new = v.add_version(KEY).await.expect("add version");
+        let want = format!("{}/{}", key_id(), new.version);
+        within(
+            Duration::from_secs(5),
+            &format!("rotation {round}"),
+            || async { keyring_keks(&store) == vec![want.clone()] },
+        )
+        .await;
+    }
+    tokio::time::sleep_until((started + Duration::from_secs(60)).into()).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for p in pullers {
+        let (ok, failed) = p.await.expect("puller");
+        assert!(failed.is_empty(), "failed or corrupted pulls: {failed:?}");
+        total += ok;
+    }
+    eprintln!("{total} pulls over 60 s and 3 rotations, none failed");
+    assert!(total > 100, "the pullers kept pulling ({total})");
+}
+
+/// The newest keyring object's sequence number.
+fn keyring_sequence(store: &Path) -> u64 {
+    std::fs::read_dir(store.join("keyring"))
+        .expect("keyring dir")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .max()
+        .expect("a keyring object")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_store_rotate_once_and_are_revoked_together() {
+    let v = vault().await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let a = start_valv(&v, data.path(), 900);
+    let b = start_valv(&v, data.path(), 900);
+    let http = client();
+    let c = push_content(&http, &a).await;
+    assert_served(&http, &b, &c).await;
+    let store = data.path().join("store");
+    let seq_before = keyring_sequence(&store);
+    let old = keyring_keks(&store);
+    let old_version = old[0].rsplit('/').next().expect("version").to_owned();
+
+    // One new version: exactly one rotation.
+    let new = v.add_version(KEY).await.expect("add version");
+    let want = format!("{}/{}", key_id(), new.version);
+    within(Duration::from_secs(5), "rotation", || async {
+        keyring_keks(&store) == vec![want.clone()]
+    })
+    .await;
+    assert_eq!(
+        keyring_sequence(&store),
+        seq_before + 1,
+        "the rotation was written once"
+    );
+
+    // Both nodes adopted it: with the old version disabled, a node still holding the
+    // old keyring would fail its next probe and turn unready. Watch both through three
+    // key-check intervals.
+    v.set_enabled(KEY, Some(&old_version), false)
+        .expect("disable the old version");
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(3) {
+        for (name, node) in [("a", &a), ("b", &b)] {
+            assert_eq!(
+                status_of(&http, node, "/readyz").await,
+                StatusCode::OK,
+                "node {name} is still ready with the old version disabled"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        keyring_sequence(&store),
+        seq_before + 1,
+        "and nobody rotated again"
+    );
+    assert_served(&http, &a, &c).await;
+    assert_served(&http, &b, &c).await;
+
+    // A revocation stops both.
+    v.revoke(OID, &[Permission::UnwrapKey]).expect("revoke");
+    for (name, node) in [("a", &a), ("b", &b)] {
+        within(
+            Duration::from_secs(4),
+            &format!("node {name} refuses"),
+            || async { blob_status(&http, node, &c).await == StatusCode::FORBIDDEN },
+        )
+        .await;
+    }
+    v.grant(OID, &[Permission::UnwrapKey]).expect("grant");
+    for (name, node) in [("a", &a), ("b", &b)] {
+        within(
+            Duration::from_secs(4),
+            &format!("node {name} serves again"),
+            || async { blob_status(&http, node, &c).await == StatusCode::OK },
+        )
+        .await;
+    }
 }
