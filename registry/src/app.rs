@@ -12,6 +12,7 @@ use object_store::ObjectStore;
 use storage::{Store, StoreError};
 use thiserror::Error;
 
+use crate::admin::AdminSettings;
 use crate::config::{Config, StorageUrl};
 use crate::watcher::{KeyStatus, WatchSettings};
 
@@ -46,6 +47,8 @@ pub struct App {
     pub key_id: KeyId,
     /// The key watcher's view of the KEK; every content request consults it.
     pub keys: KeyStatus,
+    /// The admin API's token (none: disabled) and the identity it reports.
+    pub admin: AdminSettings,
 }
 
 /// Which KEK the registry runs under, so `main` can tell the operator.
@@ -97,6 +100,12 @@ impl App {
             settings: Settings::from_config(config),
             key_id,
             keys: KeyStatus::new(WatchSettings::from_config(config)),
+            admin: AdminSettings {
+                token: config.admin.token.clone(),
+                identity: std::env::var("AZURE_CLIENT_ID")
+                    .ok()
+                    .filter(|v| !v.is_empty()),
+            },
         };
         Ok((app, source))
     }

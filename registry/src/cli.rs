@@ -31,6 +31,51 @@ pub enum Command {
     /// tests. Not a vault: its keys sit in plain files and its control API under
     /// /_fake has no authentication. Listen on 127.0.0.1 only.
     DevKeyvault(DevKeyvaultArgs),
+    /// Show or rotate the registry's encryption key through a running valv's admin API
+    /// (like `az acr encryption show|rotate-key`).
+    #[command(subcommand)]
+    Encryption(EncryptionCommand),
+}
+
+/// `valv encryption …`: clients of the admin API (`/admin/v1/encryption`).
+#[derive(Debug, Subcommand)]
+pub enum EncryptionCommand {
+    /// Print the key the registry is encrypted under, its state and the registry-key
+    /// generations, as JSON.
+    Show {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Rewrap the registry keys under another key or key version. A versionless id
+    /// turns automatic rotation on; a versioned id pins that version.
+    RotateKey {
+        /// The new key-encryption key id (versioned or versionless)
+        #[arg(long, value_name = "ID")]
+        key_encryption_key: String,
+        /// The client id of the identity to reach the key with (reported only: valv
+        /// uses its one configured identity until multi-identity support)
+        #[arg(long, value_name = "ID")]
+        identity: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where the admin API is and how to authenticate to it.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The registry's base URL (http:// only)
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "VALV_ADMIN_URL",
+        default_value = "http://127.0.0.1:5000"
+    )]
+    pub url: String,
+    /// The admin bearer token [env: VALV_ADMIN_TOKEN]; prefer the variable, as
+    /// command lines are visible to other users
+    #[arg(long, value_name = "TOKEN", env = "VALV_ADMIN_TOKEN", hide_env = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +227,36 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["valv", "kek", "disable"]).is_err());
         assert!(Cli::try_parse_from(["valv", "kek", "rotate", "file:///k/a"]).is_err());
+    }
+
+    #[test]
+    fn encryption_subcommands_parse() {
+        let cli = Cli::try_parse_from([
+            "valv",
+            "encryption",
+            "rotate-key",
+            "--key-encryption-key",
+            "file:///k/a",
+            "--url",
+            "http://127.0.0.1:1",
+            "--token",
+            "t",
+        ])
+        .expect("parse");
+        let Command::Encryption(EncryptionCommand::RotateKey {
+            key_encryption_key,
+            identity,
+            admin,
+        }) = cli.command
+        else {
+            panic!("rotate-key parses as RotateKey");
+        };
+        assert_eq!(key_encryption_key, "file:///k/a");
+        assert_eq!(identity, None);
+        assert_eq!(admin.url, "http://127.0.0.1:1");
+        assert_eq!(admin.token.as_deref(), Some("t"));
+        assert!(Cli::try_parse_from(["valv", "encryption", "rotate-key"]).is_err());
+        assert!(Cli::try_parse_from(["valv", "encryption", "show"]).is_ok());
     }
 
     #[test]

@@ -24,6 +24,24 @@ pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub encryption: EncryptionConfig,
+    pub admin: AdminConfig,
+}
+
+/// The admin API (`/admin/v1/…`). Without a token it is disabled (404).
+#[derive(Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The bearer token admin requests must carry. A secret: prefer
+    /// `VALV_ADMIN_TOKEN` to the file; never logged (`Debug` redacts it).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -179,6 +197,7 @@ pub mod env {
     pub const KEY_CHECK_INTERVAL: &str = "VALV_KEY_CHECK_INTERVAL";
     pub const ROTATION_POLL_INTERVAL: &str = "VALV_ROTATION_POLL_INTERVAL";
     pub const OUTAGE_GRACE: &str = "VALV_OUTAGE_GRACE";
+    pub const ADMIN_TOKEN: &str = "VALV_ADMIN_TOKEN";
 }
 
 impl Config {
@@ -268,6 +287,9 @@ impl Config {
         if let Some(v) = getenv(env::OUTAGE_GRACE) {
             self.encryption.outage_grace_secs = number(env::OUTAGE_GRACE, &v)?;
         }
+        if let Some(v) = getenv(env::ADMIN_TOKEN) {
+            self.admin.token = Some(v);
+        }
         Ok(())
     }
 
@@ -328,6 +350,14 @@ impl Config {
         }
         if self.encryption.rotation_poll_interval_secs == 0 {
             problems.push("encryption.rotation_poll_interval_secs must be at least 1".into());
+        }
+        if let Some(token) = &self.admin.token {
+            if token.trim().is_empty() || token.chars().any(|c| c.is_whitespace()) {
+                problems.push(
+                    "admin.token must be non-empty and contain no whitespace (leave it unset to disable the admin API)"
+                        .into(),
+                );
+            }
         }
         if problems.is_empty() {
             Ok(())
@@ -496,6 +526,20 @@ mod tests {
         };
         assert_eq!(problems.len(), 5, "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("not available yet")));
+    }
+
+    #[test]
+    fn admin_token_layers_and_is_never_shown() {
+        let c = Config::from_toml("[admin]\ntoken = \"from-file\"\n").expect("parse");
+        assert_eq!(c.admin.token.as_deref(), Some("from-file"));
+        assert!(Config::from_toml("[admin]\ntokn = \"x\"\n").is_err());
+        let getenv = |k: &str| (k == env::ADMIN_TOKEN).then(|| "from-env".to_string());
+        let c = Config::load(&Overrides::default(), &getenv).expect("load");
+        assert_eq!(c.admin.token.as_deref(), Some("from-env"));
+        assert!(!format!("{c:?}").contains("from-env"));
+        let mut c = Config::default();
+        c.admin.token = Some("has space".into());
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -251,6 +251,15 @@ impl ApiError {
     }
 }
 
+/// The answer for a path no route serves (and for the admin API while it is disabled,
+/// so that a disabled admin API is indistinguishable from none).
+pub fn no_such_endpoint() -> ApiError {
+    // No spec code means "no such endpoint"; UNSUPPORTED with a 404 says it best.
+    ApiError::new(ErrorCode::Unsupported)
+        .with_status(StatusCode::NOT_FOUND)
+        .with_message("no such endpoint")
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         store_error(e)

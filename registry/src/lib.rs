@@ -12,11 +12,15 @@
 //!   strings), [`range`] (`Range` and upload `Content-Range`), [`manifest`] (manifest
 //!   schemas by media type and the references they carry).
 //! - key lifecycle: [`watcher`] (probe, revoke, recover, rotate; the gate every content
-//!   request passes), [`kek`] (`valv kek …` for local `file://` keys).
+//!   request passes), [`kek`] (`valv kek …` for local `file://` keys), [`admin`] (the
+//!   bearer-token admin API: encryption show / rotate-key) and [`admin_client`] (the
+//!   `valv encryption …` commands' minimal HTTP/1.1 client).
 //! - responses: [`errors`] (the OCI error-code table as data, the JSON envelope, and the
 //!   exhaustive `StoreError` → code mapping), [`body`] (streaming request and response
 //!   bodies; blob bodies are never buffered).
 
+pub mod admin;
+pub mod admin_client;
 pub mod app;
 pub mod body;
 pub mod cli;

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use valv::app::{dev_key_notice, App, KeySource};
-use valv::cli::{Cli, Command, DevKeyvaultArgs, ServeArgs};
+use valv::cli::{Cli, Command, DevKeyvaultArgs, EncryptionCommand, ServeArgs};
 use valv::config::Config;
 
 fn main() -> ExitCode {
@@ -39,6 +39,7 @@ fn main() -> ExitCode {
             valv::kek::run(&command, &mut std::io::stdout().lock()).map_err(Into::into)
         }
         Command::DevKeyvault(args) => runtime.block_on(dev_keyvault(args)),
+        Command::Encryption(command) => runtime.block_on(encryption(command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,6 +78,16 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let _ = watcher.await;
     served?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `valv encryption …`: one admin API call; the JSON on stdout, or the server's
+/// message and exit status 1.
+async fn encryption(command: EncryptionCommand) -> Result<(), Box<dyn std::error::Error>> {
+    let json = valv::admin_client::run(&command).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{json}")?;
+    out.flush()?;
     Ok(())
 }
 

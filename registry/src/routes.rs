@@ -16,6 +16,10 @@ pub enum Route {
     Healthz,
     /// `GET /readyz`: the registry can serve content.
     Readyz,
+    /// `GET /admin/v1/encryption`: the admin API's key report (see [`crate::admin`]).
+    AdminEncryption,
+    /// `POST /admin/v1/encryption/rotate-key`.
+    AdminRotateKey,
     /// `GET /v2/`: API version check (end-1).
     ApiBase,
     /// `GET /v2/_catalog`.
@@ -87,6 +91,8 @@ impl From<NameError> for RouteError {
 enum Resource<'a> {
     Healthz,
     Readyz,
+    AdminEncryption,
+    AdminRotateKey,
     ApiBase,
     Catalog,
     Tags(&'a str),
@@ -101,7 +107,11 @@ impl Resource<'_> {
     fn allow(&self) -> &'static str {
         match self {
             Resource::Healthz | Resource::Readyz | Resource::ApiBase => "GET, HEAD",
-            Resource::Catalog | Resource::Tags(_) | Resource::Referrers(..) => "GET",
+            Resource::Catalog
+            | Resource::AdminEncryption
+            | Resource::Tags(_)
+            | Resource::Referrers(..) => "GET",
+            Resource::AdminRotateKey => "POST",
             Resource::Manifest(..) => "GET, HEAD, PUT, DELETE",
             Resource::Blob(..) => "GET, HEAD, DELETE",
             Resource::Uploads(_) => "POST",
@@ -127,6 +137,8 @@ pub fn route(method: &Method, path: &str) -> Result<Route, RouteError> {
     Ok(match &resource {
         Resource::Healthz if get_or_head => Route::Healthz,
         Resource::Readyz if get_or_head => Route::Readyz,
+        Resource::AdminEncryption if *method == Method::GET => Route::AdminEncryption,
+        Resource::AdminRotateKey if *method == Method::POST => Route::AdminRotateKey,
         Resource::ApiBase if get_or_head => Route::ApiBase,
         Resource::Catalog if *method == Method::GET => Route::Catalog,
         Resource::Tags(name) if *method == Method::GET => Route::ListTags { repo: repo(name)? },
@@ -190,6 +202,8 @@ fn resource(path: &str) -> Option<Resource<'_>> {
     match path {
         "/healthz" => return Some(Resource::Healthz),
         "/readyz" => return Some(Resource::Readyz),
+        "/admin/v1/encryption" => return Some(Resource::AdminEncryption),
+        "/admin/v1/encryption/rotate-key" => return Some(Resource::AdminRotateKey),
         "/v2" | "/v2/" => return Some(Resource::ApiBase),
         "/v2/_catalog" => return Some(Resource::Catalog),
         _ => {}

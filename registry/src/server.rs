@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::CONTENT_LENGTH;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -168,10 +168,7 @@ async fn serve_request(app: &App, req: Request<Incoming>) -> Response<Body> {
 
 fn route_error(e: RouteError) -> ApiError {
     match e {
-        // No spec code means "no such endpoint"; UNSUPPORTED with a 404 says it best.
-        RouteError::NotFound => ApiError::new(ErrorCode::Unsupported)
-            .with_status(StatusCode::NOT_FOUND)
-            .with_message("no such endpoint"),
+        RouteError::NotFound => crate::errors::no_such_endpoint(),
         RouteError::MethodNotAllowed { allow } => ApiError::new(ErrorCode::Unsupported)
             .with_message("method not allowed on this endpoint")
             .with_header(http::header::ALLOW, allow),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use kms_client::{Kek, KeyId, KmsError, VersionedKeyId, ALG_RSA_OAEP_256};
+use kms_client::{Kek, KeyId, KeyIdKind, KmsError, VersionedKeyId, ALG_RSA_OAEP_256};
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
@@ -109,10 +109,14 @@ impl LoadedKeyring {
 /// Loads the keyring, creating it on first open with one registry key wrapped by the
 /// newest usable version of `key_id`.
 ///
+/// When a keyring exists it is authoritative: a `key_id` naming a different key than
+/// the keyring records (after a rotate-key to another key or vault) is logged and the
+/// keyring's key is used (see [`reconcile_key`]).
+///
 /// Fails with `Key(Revoked)` when the KEK version that wrapped a registry key is
-/// unusable, `Key(Misconfigured)` for a non-RSA KEK or when `key_id` names a different
-/// key than the one the registry is encrypted under, and `Integrity` when the KEK does
-/// not unwrap the stored registry keys (the wrong key).
+/// unusable, `Key(Misconfigured)` for a non-RSA KEK or when `key_id` belongs to another
+/// key provider than the keyring's key (the configured provider could not serve it),
+/// and `Integrity` when the KEK does not unwrap the stored registry keys.
 pub async fn load_or_create(
     objects: &Arc<dyn ObjectStore>,
     kek: &Arc<dyn Kek>,
@@ -122,7 +126,7 @@ pub async fn load_or_create(
     // creation race to another node means the next round reads theirs.
     for _ in 0..5 {
         if let Some((sequence, doc)) = read_latest(objects).await? {
-            check_same_key(&doc, key_id)?;
+            reconcile_key(&doc, key_id)?;
             return unwrap_all(kek, doc, sequence).await;
         }
         let kek_version = kek.latest_version(key_id).await?;
@@ -172,7 +176,13 @@ pub async fn load_or_create(
     })
 }
 
-pub(crate) fn check_same_key(doc: &KeyringDoc, configured: &KeyId) -> Result<()> {
+/// Checks the configured key against the keyring's. The keyring is authoritative:
+/// a rotate-key may have moved the registry to another key (another name or vault), so
+/// a configured key that differs is not an error; it is logged and the keyring's key
+/// (and the exact versions it records) is used. Refused with `Misconfigured` only when
+/// the two belong to different key providers (`file://` against a Key Vault), since
+/// the provider built for the configured key could not serve the keyring's.
+pub(crate) fn reconcile_key(doc: &KeyringDoc, configured: &KeyId) -> Result<()> {
     let stored: KeyId = doc
         .key_id
         .parse()
@@ -180,13 +190,32 @@ pub(crate) fn check_same_key(doc: &KeyringDoc, configured: &KeyId) -> Result<()>
             path: "keyring".into(),
             reason: e.to_string(),
         })?;
-    if stored.versionless() != configured.versionless() {
+    if stored.versionless() == configured.versionless() {
+        return Ok(());
+    }
+    let same_provider = matches!(
+        (stored.kind(), configured.kind()),
+        (KeyIdKind::File { .. }, KeyIdKind::File { .. })
+            | (
+                KeyIdKind::AzureKeyVault { .. },
+                KeyIdKind::AzureKeyVault { .. }
+            )
+    );
+    if !same_provider {
         return Err(KmsError::misconfigured(
             configured,
-            format!("this registry is encrypted under {stored}; moving to another key is a rotate-key, not a configuration change"),
+            format!(
+                "this registry is encrypted under {stored}, which another key provider serves; \
+                 configure that key (the keyring records it since the last rotate-key)"
+            ),
         )
         .into());
     }
+    tracing::warn!(
+        configured = %configured,
+        keyring = %stored,
+        "the configured key differs from the key the keyring records (a rotate-key moved the registry); using the keyring's key"
+    );
     Ok(())
 }
 

@@ -794,22 +794,45 @@ async fn keyring_with_ec_kek_fails_as_misconfigured() {
     }
 }
 
+/// The keyring is authoritative (a rotate-key may have moved the registry to another
+/// key): a different configured key of the same provider is logged and the keyring's
+/// key is used; the configured one is never silently adopted.
 #[tokio::test]
-async fn a_different_key_id_is_refused_not_silently_used() {
+async fn a_different_key_id_defers_to_the_keyring() {
     let (_b, objects) = Backend::memory();
     let key = key_fixture();
     drop(open(&objects, &key).await);
     let other = key_fixture();
-    let err = Store::open(objects.clone(), other.kek.clone(), &other.key_id)
+    let store = Store::open(objects.clone(), other.kek.clone(), &other.key_id)
+        .await
+        .expect("a same-provider key defers to the keyring");
+    let ring = store.keyring().expect("keyring");
+    assert_eq!(ring.doc.key_id, key.key_id.to_string());
+    assert_eq!(
+        ring.active_generation().map(|g| g.kek.clone()),
+        Some(key.version.to_string()),
+        "still wrapped by the keyring's key, not the configured one"
+    );
+}
+
+/// A configured key of another provider cannot serve the keyring's key: refused.
+#[tokio::test]
+async fn a_key_id_of_another_provider_is_refused() {
+    let (_b, objects) = Backend::memory();
+    let key = key_fixture();
+    drop(open(&objects, &key).await);
+    let azure: kms_client::KeyId = "https://other.vault.azure.net/keys/kek"
+        .parse()
+        .expect("key id");
+    let err = Store::open(objects.clone(), key.kek.clone(), &azure)
         .await
         .expect_err("must fail");
-    assert!(
-        matches!(
-            err,
-            StoreError::Key(kms_client::KmsError::Misconfigured { .. })
-        ),
-        "{err:?}"
-    );
+    match err {
+        StoreError::Key(kms_client::KmsError::Misconfigured { reason, .. }) => {
+            assert!(reason.contains(&key.key_id.to_string()), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 async fn storage_get(objects: &Arc<dyn ObjectStore>, path: &str) -> Vec<u8> {

@@ -35,14 +35,24 @@ pub async fn handle(app: &App, route: Route, req: Request<Incoming>) -> HandlerR
     let query = Query::parse(req.uri().query());
     // Content needs the registry keys: while the key is revoked or the vault has been
     // unreachable past the grace, every content request is refused (DESIGN §7). The
-    // version check and the health endpoints keep answering.
-    if !matches!(route, Route::Healthz | Route::Readyz | Route::ApiBase) {
+    // version check, the health endpoints and the admin API (an operator must be able
+    // to see and fix a revoked key) keep answering.
+    if !matches!(
+        route,
+        Route::Healthz
+            | Route::Readyz
+            | Route::ApiBase
+            | Route::AdminEncryption
+            | Route::AdminRotateKey
+    ) {
         app.keys.gate()?;
     }
     match route {
         Route::Healthz => Ok(base::healthz()),
         Route::Readyz => Ok(base::readyz(app)),
         Route::ApiBase => Ok(base::api_base()),
+        Route::AdminEncryption => crate::admin::handle(app, false, req).await,
+        Route::AdminRotateKey => crate::admin::handle(app, true, req).await,
         Route::Catalog => base::catalog(app, &query).await,
         Route::ListTags { repo } => tags::list(app, &repo, &query).await,
         Route::Referrers { repo, digest } => tags::referrers(app, &repo, &digest, &query).await,

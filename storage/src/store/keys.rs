@@ -40,13 +40,10 @@ impl Store {
     pub async fn probe(&self) -> Result<()> {
         let ring = self.keyring()?;
         let g = ring.active_generation().ok_or(StoreError::Integrity)?;
-        let version: VersionedKeyId = g
-            .kek
-            .parse()
-            .map_err(|e: KmsError| StoreError::Corrupt {
-                path: "keyring".into(),
-                reason: e.to_string(),
-            })?;
+        let version: VersionedKeyId = g.kek.parse().map_err(|e: KmsError| StoreError::Corrupt {
+            path: "keyring".into(),
+            reason: e.to_string(),
+        })?;
         let wrapped = base64::engine::general_purpose::STANDARD
             .decode(&g.wrapped)
             .map_err(|_| StoreError::Integrity)?;
@@ -65,7 +62,16 @@ impl Store {
 
     /// The sequence number of the newest keyring in the object store (one listing).
     pub async fn latest_keyring_sequence(&self) -> Result<Option<u64>> {
-        Ok(keyring::read_latest(self.objects()).await?.map(|(seq, _)| seq))
+        Ok(keyring::read_latest(self.objects())
+            .await?
+            .map(|(seq, _)| seq))
+    }
+
+    /// The newest keyring document in the object store, read without unwrapping
+    /// anything: what the admin API reports, also while the store is sealed. `None`
+    /// before the first keyring was written.
+    pub async fn keyring_doc(&self) -> Result<Option<(u64, keyring::KeyringDoc)>> {
+        keyring::read_latest(self.objects()).await
     }
 
     /// Reads the newest keyring, unwraps every registry key and puts it in use: after

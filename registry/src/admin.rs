@@ -1,0 +1,418 @@
+//! The admin API (DESIGN §7): what `az acr encryption show` and `rotate-key` do for an
+//! Azure Container Registry, over HTTP.
+//!
+//! - `GET /admin/v1/encryption`: the key the registry is encrypted under, its state,
+//!   and the registry-key generations. Answers also while the key is revoked (the
+//!   keyring document is then read from the object store, nothing is unwrapped), so an
+//!   operator can see what is wrong.
+//! - `POST /admin/v1/encryption/rotate-key` `{"keyEncryptionKey": ID, "identity": ID?}`:
+//!   rewraps the registry keys under `ID` (another version, another key or another
+//!   vault of the same provider). A versionless id turns automatic rotation on, a
+//!   versioned id pins that version. Nothing changes when it fails.
+//!
+//! Enabled only when an admin token is configured (`[admin] token`,
+//! `VALV_ADMIN_TOKEN`); requests carry it as `Authorization: Bearer <token>`, compared
+//! in constant time. Without a token, `/admin/*` does not exist (404). The admin API is
+//! not behind the key gate that refuses content while the key is revoked.
+//!
+//! Errors are JSON in the shape Azure Resource Manager uses,
+//! `{"error": {"code": "...", "message": "..."}}`.
+//!
+//! The `identity` of a rotate-key is echoed in the response only: valv authenticates
+//! to the vault with one identity (the `AZURE_*` environment); per-key identities
+//! arrive with multi-identity support.
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use kms_client::{KeyId, KeyIdKind, KmsError, VersionedKeyId};
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+use storage::keyring::{GenerationState, KeyringDoc};
+use storage::{RotateOutcome, StoreError};
+use subtle::ConstantTimeEq;
+
+use crate::app::App;
+use crate::body::{collect_limited, Body, CollectError};
+use crate::handlers::{HandlerResult, Reply};
+
+/// The largest rotate-key request body read.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The admin API's settings. The token is never logged (`Debug` redacts it).
+#[derive(Clone, Default)]
+pub struct AdminSettings {
+    /// `None`: the admin API is disabled (404).
+    pub token: Option<String>,
+    /// The client id valv authenticates to the vault with (`AZURE_CLIENT_ID`), shown
+    /// as `keyVaultProperties.identity`.
+    pub identity: Option<String>,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+/// `az acr encryption show`'s body, plus valv's key state and generations.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionView {
+    pub key_vault_properties: KeyVaultProperties,
+    pub status: &'static str,
+    pub state: &'static str,
+    pub reason: Option<String>,
+    pub registry_key_generations: Vec<GenerationView>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyVaultProperties {
+    pub identity: Option<String>,
+    pub key_identifier: String,
+    pub versioned_key_identifier: Option<String>,
+    pub key_rotation_enabled: bool,
+    pub last_key_rotation_timestamp: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationView {
+    pub generation: u32,
+    pub versioned_key_identifier: String,
+    pub created: String,
+    pub state: GenerationState,
+}
+
+/// The rotate-key request body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RotateRequest {
+    key_encryption_key: String,
+    #[serde(default)]
+    identity: Option<String>,
+}
+
+/// An admin API error: status, a stable code and a message for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl AdminError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> AdminError {
+        AdminError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(code: &'static str, message: impl Into<String>) -> AdminError {
+        AdminError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn response(&self) -> Response<Body> {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut reply = Reply::new(self.status);
+        if self.status == StatusCode::UNAUTHORIZED {
+            reply = reply.header(WWW_AUTHENTICATE, "Bearer realm=\"valv-admin\"");
+        }
+        reply.json("application/json", &body).build()
+    }
+}
+
+/// What a failed KEK or store call means for the operator.
+fn store_failure(e: StoreError) -> AdminError {
+    match e {
+        StoreError::Key(k) => kms_failure(k),
+        StoreError::Integrity => AdminError::bad_request(
+            "KeyIntegrity",
+            "the key does not unwrap what it wrapped; nothing was changed",
+        ),
+        other => {
+            tracing::error!(error = %other, "admin request failed in the store");
+            AdminError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "StorageUnavailable",
+                "the registry's storage could not be read or written; nothing was changed",
+            )
+        }
+    }
+}
+
+fn kms_failure(e: KmsError) -> AdminError {
+    let message = e.to_string();
+    match e {
+        KmsError::Misconfigured { .. } | KmsError::InvalidCiphertext { .. } => {
+            AdminError::bad_request("KeyMisconfigured", message)
+        }
+        KmsError::Revoked { .. } => AdminError::new(StatusCode::FORBIDDEN, "KeyRevoked", message),
+        KmsError::Transient { .. } => AdminError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "KeyVaultUnavailable",
+            message,
+        ),
+    }
+}
+
+/// Checks the bearer token. `Err` is the response to send (401).
+fn authorize(token: &str, req: &Request<Incoming>) -> Result<(), AdminError> {
+    let presented = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    // Hashing first makes the comparison independent of the lengths as well.
+    let ok = presented.is_some_and(|p| {
+        let a = sha2::Sha256::digest(p.as_bytes());
+        let b = sha2::Sha256::digest(token.as_bytes());
+        bool::from(a.as_slice().ct_eq(b.as_slice()))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(AdminError::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "the admin API needs Authorization: Bearer <admin token>",
+        ))
+    }
+}
+
+/// The admin routes' entry point: `Err` only for "no such endpoint" (the admin API
+/// is disabled); every admin error is an `Ok` response in the admin error shape.
+pub async fn handle(app: &App, rotate: bool, req: Request<Incoming>) -> HandlerResult {
+    let Some(token) = app.admin.token.as_deref() else {
+        return Err(crate::errors::no_such_endpoint());
+    };
+    let result = match authorize(token, &req) {
+        Err(e) => Err(e),
+        Ok(()) if rotate => rotate_key(app, req).await,
+        Ok(()) => show(app, None).await,
+    };
+    Ok(match result {
+        Ok(view) => Reply::new(StatusCode::OK)
+            .json("application/json", &view)
+            .build(),
+        Err(e) => e.response(),
+    })
+}
+
+/// `GET /admin/v1/encryption`.
+pub async fn show(app: &App, identity: Option<String>) -> Result<EncryptionView, AdminError> {
+    let doc = match app.store.keyring() {
+        Ok(ring) => ring.doc.clone(),
+        // Sealed: the document is still readable, the keys are not needed.
+        Err(_) => match app.store.keyring_doc().await {
+            Ok(Some((_, doc))) => doc,
+            Ok(None) => {
+                return Err(AdminError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "KeyringMissing",
+                    "the registry has no keyring in its object store",
+                ))
+            }
+            Err(e) => return Err(store_failure(e)),
+        },
+    };
+    let state = app.keys.get();
+    Ok(view(
+        &doc,
+        identity.or_else(|| app.admin.identity.clone()),
+        state.name(),
+        state.reason().map(str::to_owned),
+    ))
+}
+
+/// The response body for a keyring document.
+pub fn view(
+    doc: &KeyringDoc,
+    identity: Option<String>,
+    state: &'static str,
+    reason: Option<String>,
+) -> EncryptionView {
+    let rfc3339 =
+        |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    EncryptionView {
+        key_vault_properties: KeyVaultProperties {
+            identity,
+            key_identifier: doc.key_id.clone(),
+            versioned_key_identifier: doc
+                .generations
+                .iter()
+                .rev()
+                .find(|g| g.state == GenerationState::Active)
+                .map(|g| g.kek.clone()),
+            key_rotation_enabled: doc.automatic_rotation,
+            last_key_rotation_timestamp: doc.last_rotation.as_ref().map(rfc3339),
+        },
+        status: "enabled",
+        state,
+        reason,
+        registry_key_generations: doc
+            .generations
+            .iter()
+            .map(|g| GenerationView {
+                generation: g.generation,
+                versioned_key_identifier: g.kek.clone(),
+                created: rfc3339(&g.created),
+                state: g.state,
+            })
+            .collect(),
+    }
+}
+
+/// `POST /admin/v1/encryption/rotate-key`.
+async fn rotate_key(app: &App, req: Request<Incoming>) -> Result<EncryptionView, AdminError> {
+    let body: Bytes = match collect_limited(
+        req.into_body(),
+        MAX_REQUEST_BYTES,
+        4 * MAX_REQUEST_BYTES as u64,
+        false,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(CollectError::TooLarge) => {
+            return Err(AdminError::bad_request(
+                "InvalidRequestContent",
+                format!("the request body is larger than {MAX_REQUEST_BYTES} bytes"),
+            ))
+        }
+        Err(CollectError::Body(e)) => {
+            return Err(AdminError::bad_request(
+                "InvalidRequestContent",
+                format!("cannot read the request body: {e}"),
+            ))
+        }
+    };
+    let request: RotateRequest = serde_json::from_slice(&body).map_err(|e| {
+        AdminError::bad_request(
+            "InvalidRequestContent",
+            format!("expected {{\"keyEncryptionKey\": \"<key id>\", \"identity\": \"<client id>\"?}}: {e}"),
+        )
+    })?;
+    let key: KeyId = request
+        .key_encryption_key
+        .trim()
+        .parse()
+        .map_err(|e: KmsError| {
+            AdminError::bad_request(
+                "InvalidKeyIdentifier",
+                format!("keyEncryptionKey {:?}: {e}", request.key_encryption_key),
+            )
+        })?;
+    check_same_provider(app, &key)?;
+    let version: VersionedKeyId = match key.as_versioned() {
+        Some(v) => v,
+        None => app
+            .store
+            .kek()
+            .latest_version(&key)
+            .await
+            .map_err(kms_failure)?,
+    };
+    match app
+        .store
+        .rotate(&version, &key)
+        .await
+        .map_err(store_failure)?
+    {
+        RotateOutcome::Rotated { from, to, sequence } => {
+            tracing::warn!(%from, %to, key = %key, sequence, "rotate-key: the registry keys are now wrapped by the requested key");
+        }
+        RotateOutcome::AlreadyCurrent => {
+            tracing::info!(key = %key, "rotate-key: already wrapped by that key");
+        }
+        RotateOutcome::LostRace { sequence } => {
+            // Another node wrote the keyring first; its doc is now in use. Report it:
+            // the response shows which key won.
+            tracing::warn!(
+                sequence,
+                "rotate-key: another node changed the keyring first"
+            );
+        }
+    }
+    show(app, request.identity.filter(|i| !i.is_empty())).await
+}
+
+/// The registry's KEK provider serves one kind of key id; another kind would fail
+/// deep in the provider with a less helpful message.
+fn check_same_provider(app: &App, key: &KeyId) -> Result<(), AdminError> {
+    let current: Option<KeyId> = app
+        .store
+        .keyring()
+        .ok()
+        .and_then(|ring| ring.doc.key_id.parse().ok());
+    let current = current.unwrap_or_else(|| app.key_id.clone());
+    let same = matches!(
+        (current.kind(), key.kind()),
+        (KeyIdKind::File { .. }, KeyIdKind::File { .. })
+            | (
+                KeyIdKind::AzureKeyVault { .. },
+                KeyIdKind::AzureKeyVault { .. }
+            )
+    );
+    if same {
+        Ok(())
+    } else {
+        Err(AdminError::bad_request(
+            "KeyProviderMismatch",
+            format!(
+                "the registry is encrypted under {current}; a rotate-key must stay with the same key provider (file:// or Key Vault)"
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_the_token() {
+        let s = AdminSettings {
+            token: Some("s3cret-token".into()),
+            identity: None,
+        };
+        assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn kms_errors_map_to_statuses() {
+        let k = "file:///k/a";
+        assert_eq!(
+            kms_failure(KmsError::misconfigured(k, "EC")).status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            kms_failure(KmsError::revoked(k, "disabled")).status,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            kms_failure(KmsError::transient(k, "down")).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[test]
+    fn rotate_request_parses_and_refuses_unknown_fields() {
+        let r: RotateRequest =
+            serde_json::from_str(r#"{"keyEncryptionKey":"file:///k/a","identity":"c"}"#)
+                .expect("parse");
+        assert_eq!(r.key_encryption_key, "file:///k/a");
+        assert_eq!(r.identity.as_deref(), Some("c"));
+        assert!(serde_json::from_str::<RotateRequest>(r#"{"key":"x"}"#).is_err());
+    }
+}
