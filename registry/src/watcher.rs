@@ -10,8 +10,9 @@
 //! Unavailable it tries to load the keyring again, and success brings the registry
 //! back without a restart. Every rotation-poll interval, with a versionless key id, it
 //! asks the vault for the newest version and, if it is newer than the one wrapping the
-//! registry keys, rewraps them (one node wins the create-only keyring write; the others
-//! reload). Blob envelopes and data objects are never touched by any of this.
+//! registry keys, rewraps them: the node that takes the rotation lease (a create-only
+//! object) does it, and the others load its keyring (the create-only keyring write
+//! would settle a race anyway). Blob envelopes and data objects are never touched.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -138,6 +139,22 @@ impl KeyStatus {
     pub fn ready(&self) -> bool {
         self.gate().is_ok()
     }
+}
+
+/// How long a rotation lease is good for: far longer than a rewrap of a few registry
+/// keys takes, short enough that a node dying mid-rotation delays the next one little.
+const ROTATION_LEASE_TTL: Duration = Duration::from_secs(120);
+
+/// This process's name as a lease holder.
+fn node_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("node-{}-{nanos:x}", std::process::id())
+    })
 }
 
 /// Runs the watcher until `shutdown` completes: the key checks and the rotation polls
@@ -322,7 +339,29 @@ pub async fn rotate_once(app: &App) {
     if current.as_deref() == Some(newest.to_string().as_str()) {
         return;
     }
-    match app.store.rotate(&newest, &key).await {
+    // One node rewraps; the others see the lease and adopt its keyring at their next
+    // key check.
+    let holder = node_id();
+    match app
+        .store
+        .acquire_rotation_lease(holder, ROTATION_LEASE_TTL)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::debug!(to = %newest, "another node holds the rotation lease");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take the rotation lease; not rotating now");
+            return;
+        }
+    }
+    let outcome = app.store.rotate(&newest, &key).await;
+    if let Err(e) = app.store.release_rotation_lease(holder).await {
+        tracing::warn!(error = %e, "cannot release the rotation lease; it expires by itself");
+    }
+    match outcome {
         Ok(RotateOutcome::Rotated { from, to, sequence }) => {
             tracing::warn!(%from, %to, sequence, "automatic rotation: the registry keys are now wrapped by the newest key version");
         }

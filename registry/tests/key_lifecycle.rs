@@ -617,7 +617,9 @@ async fn two_nodes_on_one_store_rotate_once_and_are_revoked_together() {
     let old = keyring_keks(&store);
     let old_version = old[0].rsplit('/').next().expect("version").to_owned();
 
-    // One new version: exactly one rotation.
+    // One new version: exactly one rotation, by one node (one wrap of the one
+    // registry-key generation; the other node holds back on the lease).
+    v.reset_counters();
     let new = v.add_version(KEY).await.expect("add version");
     let want = format!("{}/{}", key_id(), new.version);
     within(Duration::from_secs(5), "rotation", || async {
@@ -628,6 +630,16 @@ async fn two_nodes_on_one_store_rotate_once_and_are_revoked_together() {
         keyring_sequence(&store),
         seq_before + 1,
         "the rotation was written once"
+    );
+    assert_eq!(
+        v.counters().wrap_key,
+        1,
+        "one node rewrapped, once: {:?}",
+        v.counters()
+    );
+    assert!(
+        !store.join("leases/rotation").exists(),
+        "the rotation lease was released"
     );
 
     // Both nodes adopted it: with the old version disabled, a node still holding the

@@ -6,6 +6,7 @@
 //! | object | path | written |
 //! |---|---|---|
 //! | keyring, one object per version | `keyring/<seq:020>` | create-only; the highest sequence number is current |
+//! | rotation lease (who may rewrap the registry keys now) | `leases/rotation` | create-only; deleted by its holder, or by anyone once expired |
 //! | blob envelope (the commit point) | `blobs/<alg>/<hex[0..2]>/<hex>/envelope` | create-only |
 //! | blob data (sealed segments) | `data/<blob-id>/<part>` with `<part>` = `<seq:06>-<random>` | by one upload request, never rewritten |
 //! | upload session state, one object per version | `uploads/<upload-id>/<seq:020>` | create-only; the highest sequence number is current |
@@ -37,6 +38,8 @@ pub enum ObjectPath<'a> {
     /// All keyring versions.
     KeyringDir,
     KeyringVersion(u64),
+    /// The lease a node holds while it rotates.
+    RotationLease,
     Envelope(&'a Digest),
     /// All data objects of one blob (or of one upload session, before commit).
     DataDir {
@@ -92,6 +95,7 @@ impl ObjectPath<'_> {
         match self {
             ObjectPath::KeyringDir => "keyring".to_owned(),
             ObjectPath::KeyringVersion(seq) => format!("keyring/{seq:020}"),
+            ObjectPath::RotationLease => "leases/rotation".to_owned(),
             ObjectPath::Envelope(d) => {
                 format!(
                     "blobs/{}/{}/{}/envelope",

@@ -1034,3 +1034,54 @@ fn scan_dir(root: &std::path::Path, index: &WindowIndex<'_>) -> (usize, usize) {
     }
     (files, bytes)
 }
+
+#[tokio::test]
+async fn the_rotation_lease_admits_one_holder_and_expires() {
+    let (_b, objects) = Backend::memory();
+    let key = key_fixture();
+    let store = open(&objects, &key).await;
+    let long = std::time::Duration::from_secs(60);
+    assert!(
+        store
+            .acquire_rotation_lease("a", long)
+            .await
+            .expect("lease"),
+        "a takes it"
+    );
+    assert!(
+        !store
+            .acquire_rotation_lease("b", long)
+            .await
+            .expect("lease"),
+        "b is refused while a holds it"
+    );
+    // Releasing someone else's lease does nothing.
+    store.release_rotation_lease("b").await.expect("release");
+    assert!(!store
+        .acquire_rotation_lease("b", long)
+        .await
+        .expect("lease"));
+    store.release_rotation_lease("a").await.expect("release");
+    assert!(
+        store
+            .acquire_rotation_lease("b", std::time::Duration::ZERO)
+            .await
+            .expect("lease"),
+        "free again"
+    );
+    // b's lease expired at once (a holder that died): c takes it over.
+    assert!(
+        store
+            .acquire_rotation_lease("c", long)
+            .await
+            .expect("lease"),
+        "an expired lease is taken over"
+    );
+    store.release_rotation_lease("c").await.expect("release");
+    let left: Vec<String> = all_objects(&objects)
+        .await
+        .into_iter()
+        .filter(|p| p.starts_with("leases/"))
+        .collect();
+    assert!(left.is_empty(), "no lease left behind: {left:?}");
+}

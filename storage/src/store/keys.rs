@@ -11,9 +11,18 @@ use kms_client::{KeyId, KmsError, VersionedKeyId};
 use object_store::ObjectStore;
 use subtle::ConstantTimeEq;
 
-use super::{KeySlot, Store};
+use super::{objects, KeySlot, Store};
 use crate::keyring::{self, LoadedKeyring};
+use crate::paths::ObjectPath;
 use crate::{Result, StoreError};
+
+/// The rotation lease's content: who holds it and until when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationLease {
+    pub holder: String,
+    pub expires: chrono::DateTime<Utc>,
+}
 
 /// What [`Store::rotate`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,5 +167,51 @@ impl Store {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Takes the rotation lease for `holder` for `ttl`, so that when several nodes
+    /// notice a new key version at once only one rewraps (the others reload its
+    /// keyring). `Ok(false)` when another holder has an unexpired lease. An expired
+    /// lease (its holder died mid-rotation) is removed and taken over.
+    pub async fn acquire_rotation_lease(
+        &self,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        let path = ObjectPath::RotationLease.to_path();
+        let lease = RotationLease {
+            holder: holder.to_owned(),
+            expires: Utc::now()
+                + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(1)),
+        };
+        // Bounded: one round to clear an expired lease, one to take it.
+        for _ in 0..2 {
+            if objects::create_json(self.objects(), &path, &lease).await? {
+                return Ok(true);
+            }
+            match objects::get_json::<RotationLease>(self.objects(), &path).await {
+                Ok(Some(current)) if current.expires > Utc::now() => return Ok(false),
+                // Expired, or unreadable (a torn write cannot happen with create-only
+                // puts, but a hand-edited object can): clear it and try again.
+                Ok(Some(_)) | Err(StoreError::Corrupt { .. }) => {
+                    objects::delete(self.objects(), &path).await?;
+                }
+                // Released between our create and our read.
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Releases the rotation lease if `holder` still holds it.
+    pub async fn release_rotation_lease(&self, holder: &str) -> Result<()> {
+        let path = ObjectPath::RotationLease.to_path();
+        if let Some(current) = objects::get_json::<RotationLease>(self.objects(), &path).await? {
+            if current.holder == holder {
+                objects::delete(self.objects(), &path).await?;
+            }
+        }
+        Ok(())
     }
 }

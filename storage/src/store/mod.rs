@@ -28,7 +28,7 @@ mod manifests;
 mod objects;
 mod uploads;
 
-pub use keys::RotateOutcome;
+pub use keys::{RotateOutcome, RotationLease};
 
 /// Plaintext coming out of the store: chunks of at most one segment, each yielded only
 /// after its segment authenticated. An `Err` item ends the stream.
