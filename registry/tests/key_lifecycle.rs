@@ -30,6 +30,7 @@ const KEY: &str = "registry-kek";
 const OID: &str = "valv-identity";
 const CLIENT_ID: &str = "valv-client";
 const SECRET: &str = "test-only-secret";
+const ADMIN_TOKEN: &str = "test-only-admin-token";
 
 /// A fake vault with one RSA key and an identity allowed everything.
 async fn vault() -> FakeVault {
@@ -82,8 +83,21 @@ fn start_valv_with(v: &FakeVault, data: &Path, grace_secs: u64, interval_secs: u
             ("AZURE_CLIENT_ID", CLIENT_ID),
             ("AZURE_CLIENT_SECRET", SECRET),
             ("AZURE_FEDERATED_TOKEN_FILE", ""),
+            ("VALV_ADMIN_TOKEN", ADMIN_TOKEN),
         ],
     )
+}
+
+/// The admin API's view of the key (`GET /admin/v1/encryption`).
+async fn show(http: &Client, valv: &Valv) -> serde_json::Value {
+    let r = http
+        .get(valv.url("/admin/v1/encryption"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("GET /admin/v1/encryption");
+    assert_eq!(r.status(), StatusCode::OK, "admin show");
+    r.json().await.expect("admin JSON")
 }
 
 /// What a test pushed: a blob, a manifest (by tag), and a referrer of it.
@@ -452,6 +466,20 @@ async fn automatic_rotation_adopts_a_new_version_without_touching_blobs() {
         || async { keyring_keks(&store) == vec![want.clone()] },
     )
     .await;
+    let shown = show(&http, &valv).await;
+    let props = &shown["keyVaultProperties"];
+    assert_eq!(
+        props["versionedKeyIdentifier"],
+        want.as_str(),
+        "show reports the new version: {shown}"
+    );
+    assert_eq!(props["keyIdentifier"], key_id().as_str());
+    assert_eq!(props["keyRotationEnabled"], true);
+    assert!(
+        props["lastKeyRotationTimestamp"].is_string(),
+        "show reports the rotation time: {shown}"
+    );
+    assert_eq!(shown["state"], "active");
 
     // The old version can go; everything still reads (after a key check with it gone).
     let old_version = old[0].rsplit('/').next().expect("version").to_owned();
