@@ -479,6 +479,33 @@ async fn expired_token_is_replaced_after_a_401_and_the_call_retried() {
 }
 
 #[tokio::test]
+async fn a_token_near_its_expiry_is_refreshed_before_use() {
+    let f = AzureFixture::new().await;
+    // Tokens live 4 s: the provider refreshes once less than 10 % (0.4 s) remains.
+    f.vault
+        .set_token_lifetime(std::time::Duration::from_secs(4));
+    let v = f.new_key(2048).await;
+    f.kek.describe(&v).await.expect("describe");
+    let first = f.take_counters();
+    assert_eq!(first.token, 1, "the first call fetched a token: {first:?}");
+    // 3.7 s later the token is still valid for the vault (it would be accepted), but
+    // inside the refresh margin: a provider that refreshes before expiry fetches a new
+    // one, with no 401 first (one GET only). The wait is the behaviour under test.
+    tokio::time::sleep(std::time::Duration::from_millis(3700)).await;
+    f.kek.describe(&v).await.expect("describe near expiry");
+    let c = f.take_counters();
+    assert_eq!(
+        (c.token, c.get),
+        (1, 1),
+        "one proactive token refresh and one GET, no 401 retry: {c:?}"
+    );
+    // And right after, the fresh token is reused.
+    f.kek.describe(&v).await.expect("describe again");
+    let c = f.take_counters();
+    assert_eq!((c.token, c.get), (0, 1), "the new token is cached: {c:?}");
+}
+
+#[tokio::test]
 async fn concurrent_callers_share_one_token_request() {
     let f = AzureFixture::new().await;
     let v = f.new_key(2048).await;
