@@ -18,80 +18,26 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{client, sha256, Valv};
-use fake_keyvault::{Config, FakeVault, IdentitySpec, KeyKind, Permission};
+use common::keyvault::{
+    self, key_id, show, vault, versioned, within, ADMIN_TOKEN, CLIENT_ID, KEY, OID,
+};
+use common::{client, Valv};
+use fake_keyvault::{FakeVault, KeyKind, Permission};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
-const VAULT: &str = "https://fakevault.vault.azure.net";
-const KEY: &str = "registry-kek";
-const OID: &str = "valv-identity";
-const CLIENT_ID: &str = "valv-client";
-const SECRET: &str = "test-only-secret";
-const TOKEN: &str = "admin-test-token";
-
-/// A fake vault with one RSA key and an identity allowed everything; returns the
-/// key's first version.
-async fn vault() -> (FakeVault, String) {
-    let v = FakeVault::start(Config::default())
-        .await
-        .expect("fake vault starts");
-    let first = v
-        .create_key(KEY, KeyKind::Rsa { bits: 2048 })
-        .await
-        .expect("create key");
-    let mut id = IdentitySpec::new(OID, CLIENT_ID);
-    id.client_secret = Some(SECRET.to_owned());
-    v.register_identity(id).expect("register identity");
-    v.grant(OID, &Permission::ALL).expect("grant");
-    (v, first.version)
-}
-
-fn key_id(name: &str) -> String {
-    format!("{VAULT}/keys/{name}")
-}
-
-fn versioned(name: &str, version: &str) -> String {
-    format!("{VAULT}/keys/{name}/{version}")
-}
+const TOKEN: &str = ADMIN_TOKEN;
 
 /// valv over the fake vault with 1 s key checks and rotation polls, and the admin API
-/// enabled with [`TOKEN`] unless `token` is `None`.
+/// enabled with `token` (off when `None`).
 fn start_valv(v: &FakeVault, data: &Path, key: &str, token: Option<&str>) -> Valv {
-    let url = v.url();
-    let tenant = v.tenant_id().to_owned();
-    Valv::start_with_env(
+    keyvault::start_valv(
+        v,
         data,
-        &[
-            "--key-id",
-            key,
-            "--key-check-interval",
-            "1",
-            "--rotation-poll-interval",
-            "1",
-        ],
-        &[
-            ("VALV_KEYVAULT_ENDPOINT", url.as_str()),
-            ("AZURE_AUTHORITY_HOST", url.as_str()),
-            ("VALV_IMDS_ENDPOINT", url.as_str()),
-            ("AZURE_TENANT_ID", tenant.as_str()),
-            ("AZURE_CLIENT_ID", CLIENT_ID),
-            ("AZURE_CLIENT_SECRET", SECRET),
-            ("AZURE_FEDERATED_TOKEN_FILE", ""),
-            ("VALV_ADMIN_TOKEN", token.unwrap_or("")),
-        ],
+        key,
+        &["--key-check-interval", "1", "--rotation-poll-interval", "1"],
+        token,
     )
-}
-
-async fn show(http: &Client, valv: &Valv) -> Value {
-    let r = http
-        .get(valv.url("/admin/v1/encryption"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("GET encryption");
-    assert_eq!(r.status(), StatusCode::OK, "show");
-    r.json().await.expect("show JSON")
 }
 
 async fn rotate(http: &Client, valv: &Valv, body: Value) -> (StatusCode, Value) {
@@ -115,14 +61,7 @@ async fn push_blob(http: &Client, valv: &Valv) -> (Vec<u8>, String) {
     let data: Vec<u8> = (0..2_000_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let digest = sha256(&data);
-    let r = http
-        .post(valv.url(&format!("/v2/app/blobs/uploads/?digest={digest}")))
-        .body(data.clone())
-        .send()
-        .await
-        .expect("POST blob");
-    assert_eq!(r.status(), StatusCode::CREATED, "push blob");
+    let digest = keyvault::push_blob(http, valv, "app", &data).await;
     (data, digest)
 }
 
@@ -134,22 +73,6 @@ async fn read_blob(http: &Client, valv: &Valv, digest: &str) -> Vec<u8> {
         .expect("GET blob");
     assert_eq!(r.status(), StatusCode::OK, "GET blob");
     r.bytes().await.expect("body").to_vec()
-}
-
-/// Polls `probe` every 100 ms until it returns true or `limit` passes.
-async fn within<F, Fut>(limit: Duration, what: &str, mut probe: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if probe().await {
-            return;
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

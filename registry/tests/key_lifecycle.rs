@@ -21,34 +21,18 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::keyvault::{self, push_blob, show, within, ADMIN_TOKEN, KEY, OID};
 use common::{client, sha256, Valv};
-use fake_keyvault::{Config, FakeVault, IdentitySpec, KeyKind, Outage, Permission};
+use fake_keyvault::{FakeVault, Outage, Permission};
 use reqwest::{Client, StatusCode};
 
-const VAULT: &str = "https://fakevault.vault.azure.net";
-const KEY: &str = "registry-kek";
-const OID: &str = "valv-identity";
-const CLIENT_ID: &str = "valv-client";
-const SECRET: &str = "test-only-secret";
-const ADMIN_TOKEN: &str = "test-only-admin-token";
-
-/// A fake vault with one RSA key and an identity allowed everything.
+/// The fake vault with its key (the first version is not needed here).
 async fn vault() -> FakeVault {
-    let v = FakeVault::start(Config::default())
-        .await
-        .expect("fake vault starts");
-    v.create_key(KEY, KeyKind::Rsa { bits: 2048 })
-        .await
-        .expect("create key");
-    let mut id = IdentitySpec::new(OID, CLIENT_ID);
-    id.client_secret = Some(SECRET.to_owned());
-    v.register_identity(id).expect("register identity");
-    v.grant(OID, &Permission::ALL).expect("grant");
-    v
+    keyvault::vault().await.0
 }
 
 fn key_id() -> String {
-    format!("{VAULT}/keys/{KEY}")
+    keyvault::key_id(KEY)
 }
 
 /// valv over the fake vault, with 1 s key checks and rotation polls.
@@ -57,17 +41,14 @@ fn start_valv(v: &FakeVault, data: &Path, grace_secs: u64) -> Valv {
 }
 
 /// valv over the fake vault, checking the key and polling for rotation every
-/// `interval_secs`.
+/// `interval_secs`, with the admin API on.
 fn start_valv_with(v: &FakeVault, data: &Path, grace_secs: u64, interval_secs: u64) -> Valv {
-    let url = v.url();
-    let tenant = v.tenant_id().to_owned();
-    let grace = grace_secs.to_string();
-    let interval = interval_secs.to_string();
-    Valv::start_with_env(
+    let (grace, interval) = (grace_secs.to_string(), interval_secs.to_string());
+    keyvault::start_valv(
+        v,
         data,
+        &key_id(),
         &[
-            "--key-id",
-            &key_id(),
             "--key-check-interval",
             &interval,
             "--rotation-poll-interval",
@@ -75,29 +56,8 @@ fn start_valv_with(v: &FakeVault, data: &Path, grace_secs: u64, interval_secs: u
             "--outage-grace",
             &grace,
         ],
-        &[
-            ("VALV_KEYVAULT_ENDPOINT", url.as_str()),
-            ("AZURE_AUTHORITY_HOST", url.as_str()),
-            ("VALV_IMDS_ENDPOINT", url.as_str()),
-            ("AZURE_TENANT_ID", tenant.as_str()),
-            ("AZURE_CLIENT_ID", CLIENT_ID),
-            ("AZURE_CLIENT_SECRET", SECRET),
-            ("AZURE_FEDERATED_TOKEN_FILE", ""),
-            ("VALV_ADMIN_TOKEN", ADMIN_TOKEN),
-        ],
+        Some(ADMIN_TOKEN),
     )
-}
-
-/// The admin API's view of the key (`GET /admin/v1/encryption`).
-async fn show(http: &Client, valv: &Valv) -> serde_json::Value {
-    let r = http
-        .get(valv.url("/admin/v1/encryption"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("GET /admin/v1/encryption");
-    assert_eq!(r.status(), StatusCode::OK, "admin show");
-    r.json().await.expect("admin JSON")
 }
 
 /// What a test pushed: a blob, a manifest (by tag), and a referrer of it.
@@ -105,18 +65,6 @@ struct Content {
     blob: Vec<u8>,
     blob_digest: String,
     manifest_digest: String,
-}
-
-async fn push_blob(http: &Client, valv: &Valv, repo: &str, data: &[u8]) -> String {
-    let digest = sha256(data);
-    let r = http
-        .post(valv.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
-        .body(data.to_vec())
-        .send()
-        .await
-        .expect("POST blob");
-    assert_eq!(r.status(), StatusCode::CREATED, "push blob");
-    digest
 }
 
 async fn push_content(http: &Client, valv: &Valv) -> Content {
@@ -145,23 +93,6 @@ async fn push_content(http: &Client, valv: &Valv) -> Content {
         blob,
         blob_digest,
         manifest_digest: sha256(&bytes),
-    }
-}
-
-/// Polls `probe` every 100 ms until it returns true or `limit` passes; returns the
-/// time it took, or panics with `what`.
-async fn within<F, Fut>(limit: Duration, what: &str, mut probe: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if probe().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

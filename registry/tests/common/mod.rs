@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod keyvault;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
