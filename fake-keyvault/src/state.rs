@@ -211,6 +211,15 @@ struct Throttle {
     retry_after_secs: u64,
 }
 
+/// A key that exists and is not soft-deleted, for changing it.
+fn live_key_mut<'a>(inner: &'a mut Inner, name: &str) -> Result<&'a mut Key, Error> {
+    inner
+        .keys
+        .get_mut(name)
+        .filter(|k| !k.deleted)
+        .ok_or_else(|| Error::NotFound(format!("key {name}")))
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     keys: BTreeMap<String, Key>,
@@ -587,11 +596,7 @@ impl Shared {
         f: impl Fn(&mut Version),
     ) -> Result<(), Error> {
         let mut g = self.lock();
-        let key = g
-            .keys
-            .get_mut(name)
-            .filter(|k| !k.deleted)
-            .ok_or_else(|| Error::NotFound(format!("key {name}")))?;
+        let key = live_key_mut(&mut g, name)?;
         let now = now_secs();
         let mut touched = false;
         for v in key.versions.iter_mut() {
@@ -615,11 +620,7 @@ impl Shared {
     /// cannot be removed this way (`Conflict`); delete the key instead.
     pub(crate) fn remove_version(&self, name: &str, version: &str) -> Result<(), Error> {
         let mut g = self.lock();
-        let key = g
-            .keys
-            .get_mut(name)
-            .filter(|k| !k.deleted)
-            .ok_or_else(|| Error::NotFound(format!("key {name}")))?;
+        let key = live_key_mut(&mut g, name)?;
         let Some(at) = key.versions.iter().position(|v| v.id == version) else {
             return Err(Error::NotFound(format!("version {version} of key {name}")));
         };
