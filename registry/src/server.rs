@@ -62,6 +62,11 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future) ->
             },
         };
         tracing::trace!(%peer, "connection accepted");
+        // Responses are written as a header block then body frames; with Nagle's
+        // algorithm a small response waits for the client's delayed ACK (~40 ms).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
         connections.spawn(serve_connection(
             stream,
             app.clone(),

@@ -1,0 +1,932 @@
+//! `valv-bench`: a load generator for OCI registries (valv or any other) that prints one
+//! JSON object per run.
+//!
+//! The point is to measure the *server*, so the client is built to stay out of the way:
+//! - all content is generated (and its digests computed) before the clock starts, from a
+//!   fast PRNG on all cores;
+//! - every concurrency slot owns one persistent HTTP/1.1 connection (keep-alive, reconnected
+//!   only after an error), driven by hyper's low-level connection API with `TCP_NODELAY`;
+//! - request bodies are `bytes::Bytes` slices of the pre-generated buffers, so hyper hands
+//!   them to `writev` without copying;
+//! - response bodies are dropped frame by frame (they are slices of hyper's read buffer);
+//!   SHA-256 or byte comparison happens only with `--verify`;
+//! - the client's own CPU seconds over the timed part are reported, so a reader can see
+//!   whether the client was the bottleneck (CPU ≈ elapsed × cores means it was).
+//!
+//! Errors never abort a run: they are counted and the first few messages are kept.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// How many error messages are kept verbatim (the rest are only counted).
+const KEPT_ERRORS: usize = 5;
+
+#[derive(Debug, Parser)]
+#[command(name = "valv-bench", about = "Benchmark an OCI registry over HTTP/1.1")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Push COUNT distinct random blobs of SIZE bytes with CONCURRENCY in flight.
+    Push {
+        #[command(flatten)]
+        common: Common,
+        /// Repository to push into.
+        #[arg(long)]
+        repo: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        size: usize,
+        /// Push in PATCH chunks of this many bytes instead of one monolithic PUT.
+        #[arg(long)]
+        chunk: Option<usize>,
+    },
+    /// Push COUNT blobs (untimed), then pull them whole, or READS random Range reads.
+    Pull {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        repo: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        size: usize,
+        /// Read ranges of this many bytes instead of whole blobs (needs --reads).
+        #[arg(long, requires = "reads")]
+        range: Option<usize>,
+        /// Number of Range reads, spread at random over the blobs.
+        #[arg(long, requires = "range")]
+        reads: Option<usize>,
+        /// Hash (whole blobs) or compare (ranges) every byte received.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Push one small image per repository with TAGS tags (untimed), then GET random
+    /// manifests by tag for DURATION seconds.
+    Manifests {
+        #[command(flatten)]
+        common: Common,
+        /// Number of repositories.
+        #[arg(long)]
+        repos: usize,
+        /// Tags per repository.
+        #[arg(long)]
+        tags: usize,
+        /// Seconds to run for.
+        #[arg(long)]
+        duration: f64,
+        /// Repository names are `<prefix>-<i>`.
+        #[arg(long, default_value = "bench/manifests")]
+        repo_prefix: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// Registry base URL, `http://host:port` (plain HTTP only).
+    #[arg(long)]
+    url: String,
+    /// Requests in flight (one persistent connection each).
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// PRNG seed for content and choices; defaults to the clock so repeated runs push
+    /// new content.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl Common {
+    fn seed(&self) -> u64 {
+        self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x5eed)
+        })
+    }
+}
+
+/// SplitMix64: fast enough that generating content is never what a run waits on, and
+/// deterministic per seed so runs are reproducible.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform-enough in `0..n` (n > 0); the modulo bias is irrelevant for load shaping.
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// A pre-generated blob and its digest.
+#[derive(Debug, Clone)]
+struct Blob {
+    data: Bytes,
+    digest: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(data)))
+}
+
+/// Generates `count` distinct random blobs on all cores (content and digests are the
+/// untimed part of every scenario).
+fn generate(count: usize, size: usize, seed: u64) -> Vec<Blob> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(count.max(1));
+    let next = AtomicUsize::new(0);
+    let mut out: Vec<(usize, Blob)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= count {
+                            break mine;
+                        }
+                        let mut rng =
+                            Rng(seed ^ (i as u64 + 1).wrapping_mul(0xd1b5_4a32_d192_ed03));
+                        let mut data = vec![0u8; size];
+                        let mut words = data.chunks_exact_mut(8);
+                        for w in &mut words {
+                            w.copy_from_slice(&rng.next_u64().to_le_bytes());
+                        }
+                        let rest = words.into_remainder();
+                        let last = rng.next_u64().to_le_bytes();
+                        rest.copy_from_slice(&last[..rest.len()]);
+                        let digest = sha256_digest(&data);
+                        mine.push((
+                            i,
+                            Blob {
+                                data: Bytes::from(data),
+                                digest,
+                            },
+                        ));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, b)| b).collect()
+}
+
+/// Where requests go: the socket address to connect to and the `Host` header to send.
+#[derive(Debug)]
+struct Target {
+    addr: SocketAddr,
+    host: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+        let host = rest.split('/').next().unwrap_or("").to_owned();
+        if host.is_empty() {
+            return Err(format!("{url}: no host"));
+        }
+        let with_port = if host
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            host.clone()
+        } else {
+            format!("{host}:80")
+        };
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&with_port)
+            .map_err(|e| format!("{url}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{url}: no address"))?;
+        Ok(Self { addr, host })
+    }
+}
+
+/// One concurrency slot's persistent HTTP/1.1 connection, re-established lazily after
+/// an error (so a failed request costs one reconnect, not the run).
+#[derive(Debug)]
+struct Client {
+    target: Arc<Target>,
+    sender: Option<SendRequest<Full<Bytes>>>,
+    /// HTTP requests sent (an operation such as a chunked push is several).
+    http_requests: u64,
+}
+
+impl Client {
+    fn new(target: Arc<Target>) -> Self {
+        Self {
+            target,
+            sender: None,
+            http_requests: 0,
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+        let stream = tokio::net::TcpStream::connect(self.target.addr)
+            .await
+            .map_err(|e| format!("connect {}: {e}", self.target.addr))?;
+        // Small requests (PATCH/PUT headers, GETs) must not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            // Larger reads for large pulls: fewer syscalls per GiB.
+            .max_buf_size(1 << 20)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    /// Sends one request; `path` is origin-form (`/v2/...`).
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(header::HeaderName, String)],
+        body: Bytes,
+    ) -> Result<Response<Incoming>, String> {
+        let mut sender = match self.sender.take() {
+            Some(s) if !s.is_closed() => s,
+            _ => self.connect().await?,
+        };
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(header::HOST, &self.target.host);
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        sender
+            .ready()
+            .await
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        self.http_requests += 1;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        // Kept only once the request got a response; the caller drains the body so
+        // the connection is reusable.
+        self.sender = Some(sender);
+        Ok(resp)
+    }
+}
+
+/// Reads a response body to the end, passing each frame to `sink`; returns its length.
+/// Frames are slices of hyper's read buffer, so nothing is allocated per chunk here.
+async fn drain(resp: Response<Incoming>, mut sink: impl FnMut(&[u8])) -> Result<u64, String> {
+    let mut body = resp.into_body();
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("reading body: {e}"))?;
+        if let Ok(data) = frame.into_data() {
+            n += data.len() as u64;
+            sink(&data);
+        }
+    }
+    Ok(n)
+}
+
+/// Turns an unexpected status into an error message with the start of the body.
+async fn expect(
+    resp: Response<Incoming>,
+    want: StatusCode,
+    what: &str,
+) -> Result<Response<Incoming>, String> {
+    if resp.status() == want {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let mut text = Vec::new();
+    let _ = drain(resp, |d| {
+        if text.len() < 200 {
+            text.extend_from_slice(&d[..d.len().min(200 - text.len())]);
+        }
+    })
+    .await;
+    Err(format!(
+        "{what}: {status} (wanted {want}): {}",
+        String::from_utf8_lossy(&text)
+    ))
+}
+
+/// The origin-form path of an upload `Location` (absolute or path-only).
+fn location(resp: &Response<Incoming>, what: &str) -> Result<String, String> {
+    let loc = resp
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| format!("{what}: no Location"))?;
+    if let Some(rest) = loc
+        .strip_prefix("http://")
+        .or_else(|| loc.strip_prefix("https://"))
+    {
+        Ok(rest
+            .find('/')
+            .map_or("/".to_owned(), |i| rest[i..].to_owned()))
+    } else if loc.starts_with('/') {
+        Ok(loc.to_owned())
+    } else {
+        Err(format!("{what}: unsupported Location {loc:?}"))
+    }
+}
+
+fn with_digest(loc: &str, digest: &str) -> String {
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    format!("{loc}{sep}digest={digest}")
+}
+
+const OCTETS: &str = "application/octet-stream";
+
+/// Pushes one blob: POST, then one PUT with the whole body, or PATCHes of `chunk` bytes
+/// and a closing empty PUT. Returns the bytes uploaded.
+async fn push_blob(
+    client: &mut Client,
+    repo: &str,
+    blob: &Blob,
+    chunk: Option<usize>,
+) -> Result<u64, String> {
+    let start = format!("/v2/{repo}/blobs/uploads/");
+    let resp = client.send(Method::POST, &start, &[], Bytes::new()).await?;
+    let resp = expect(resp, StatusCode::ACCEPTED, "POST upload").await?;
+    let mut loc = location(&resp, "POST upload")?;
+    drain(resp, |_| {}).await?;
+    let ctype = (header::CONTENT_TYPE, OCTETS.to_owned());
+    let len = blob.data.len();
+    let last = match chunk {
+        None => blob.data.clone(),
+        Some(chunk) => {
+            let chunk = chunk.max(1);
+            let mut off = 0;
+            while off < len {
+                let end = (off + chunk).min(len);
+                let range = (header::CONTENT_RANGE, format!("{off}-{}", end - 1));
+                let resp = client
+                    .send(
+                        Method::PATCH,
+                        &loc,
+                        &[ctype.clone(), range],
+                        blob.data.slice(off..end),
+                    )
+                    .await?;
+                let resp = expect(resp, StatusCode::ACCEPTED, "PATCH chunk").await?;
+                loc = location(&resp, "PATCH chunk")?;
+                drain(resp, |_| {}).await?;
+                off = end;
+            }
+            Bytes::new()
+        }
+    };
+    let put = with_digest(&loc, &blob.digest);
+    let resp = client.send(Method::PUT, &put, &[ctype], last).await?;
+    let resp = expect(resp, StatusCode::CREATED, "PUT upload").await?;
+    drain(resp, |_| {}).await?;
+    Ok(len as u64)
+}
+
+/// Pulls one whole blob; with `verify`, hashes every byte and checks the digest.
+async fn pull_blob(
+    client: &mut Client,
+    repo: &str,
+    blob: &Blob,
+    verify: bool,
+) -> Result<u64, String> {
+    let path = format!("/v2/{repo}/blobs/{}", blob.digest);
+    let resp = client.send(Method::GET, &path, &[], Bytes::new()).await?;
+    let resp = expect(resp, StatusCode::OK, "GET blob").await?;
+    let n = if verify {
+        let mut h = Sha256::new();
+        let n = drain(resp, |d| h.update(d)).await?;
+        let got = format!("sha256:{}", hex(&h.finalize()));
+        if got != blob.digest {
+            return Err(format!("GET blob {}: content hashes to {got}", blob.digest));
+        }
+        n
+    } else {
+        drain(resp, |_| {}).await?
+    };
+    if n != blob.data.len() as u64 {
+        return Err(format!(
+            "GET blob {}: {n} bytes, wanted {}",
+            blob.digest,
+            blob.data.len()
+        ));
+    }
+    Ok(n)
+}
+
+/// One Range read of `len` bytes at `off`; with `verify`, compares every byte.
+async fn read_range(
+    client: &mut Client,
+    repo: &str,
+    blob: &Blob,
+    off: usize,
+    len: usize,
+    verify: bool,
+) -> Result<u64, String> {
+    let path = format!("/v2/{repo}/blobs/{}", blob.digest);
+    let range = (header::RANGE, format!("bytes={off}-{}", off + len - 1));
+    let resp = client
+        .send(Method::GET, &path, &[range], Bytes::new())
+        .await?;
+    let resp = expect(resp, StatusCode::PARTIAL_CONTENT, "GET range").await?;
+    let want = &blob.data[off..off + len];
+    let mut pos = 0usize;
+    let mut same = true;
+    let n = drain(resp, |d| {
+        if verify {
+            let end = (pos + d.len()).min(want.len());
+            same &= d.len() == end - pos && d == &want[pos..end];
+        }
+        pos += d.len();
+    })
+    .await?;
+    if n != len as u64 {
+        return Err(format!("GET range {off}+{len}: {n} bytes"));
+    }
+    if !same {
+        return Err(format!("GET range {off}+{len}: content differs"));
+    }
+    Ok(n)
+}
+
+const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+
+async fn get_manifest(client: &mut Client, repo: &str, tag: &str) -> Result<u64, String> {
+    let path = format!("/v2/{repo}/manifests/{tag}");
+    let accept = (header::ACCEPT, MANIFEST_TYPE.to_owned());
+    let resp = client
+        .send(Method::GET, &path, &[accept], Bytes::new())
+        .await?;
+    let resp = expect(resp, StatusCode::OK, "GET manifest").await?;
+    drain(resp, |_| {}).await
+}
+
+/// What a timed run does.
+#[derive(Debug)]
+enum Plan {
+    Push {
+        repo: String,
+        blobs: Vec<Blob>,
+        chunk: Option<usize>,
+    },
+    Pull {
+        repo: String,
+        blobs: Vec<Blob>,
+        verify: bool,
+    },
+    Ranges {
+        repo: String,
+        blobs: Vec<Blob>,
+        /// (blob index, offset), chosen before timing.
+        reads: Vec<(usize, usize)>,
+        len: usize,
+        verify: bool,
+    },
+    Manifests {
+        repos: Vec<String>,
+        tags: usize,
+        duration: Duration,
+        seed: u64,
+    },
+}
+
+impl Plan {
+    /// Operations for count-based plans; `None` for the timed manifest plan.
+    fn total(&self) -> Option<usize> {
+        match self {
+            Plan::Push { blobs, .. } | Plan::Pull { blobs, .. } => Some(blobs.len()),
+            Plan::Ranges { reads, .. } => Some(reads.len()),
+            Plan::Manifests { .. } => None,
+        }
+    }
+}
+
+/// What one slot (or, merged, the whole run) observed.
+#[derive(Debug, Default)]
+struct Tally {
+    latencies: Vec<Duration>,
+    bytes: u64,
+    ops: u64,
+    http_requests: u64,
+    errors: u64,
+    messages: Vec<String>,
+}
+
+impl Tally {
+    fn error(&mut self, msg: String) {
+        self.errors += 1;
+        if self.messages.len() < KEPT_ERRORS {
+            self.messages.push(msg);
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.latencies.extend(other.latencies);
+        self.bytes += other.bytes;
+        self.ops += other.ops;
+        self.http_requests += other.http_requests;
+        self.errors += other.errors;
+        for m in other.messages {
+            if self.messages.len() < KEPT_ERRORS {
+                self.messages.push(m);
+            }
+        }
+    }
+}
+
+/// One concurrency slot: takes operations until the plan is exhausted (or the duration
+/// has passed), timing each.
+async fn slot(plan: Arc<Plan>, target: Arc<Target>, next: Arc<AtomicUsize>, id: u64) -> Tally {
+    let mut client = Client::new(target);
+    let mut tally = Tally::default();
+    let total = plan.total();
+    let started = Instant::now();
+    let mut rng = match &*plan {
+        Plan::Manifests { seed, .. } => Rng(seed ^ id.wrapping_mul(0xa076_1d64_78bd_642f)),
+        _ => Rng(id),
+    };
+    loop {
+        let i = match total {
+            Some(total) => {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                i
+            }
+            None => 0,
+        };
+        let t0 = Instant::now();
+        let result = match &*plan {
+            Plan::Push { repo, blobs, chunk } => {
+                push_blob(&mut client, repo, &blobs[i], *chunk).await
+            }
+            Plan::Pull {
+                repo,
+                blobs,
+                verify,
+            } => pull_blob(&mut client, repo, &blobs[i], *verify).await,
+            Plan::Ranges {
+                repo,
+                blobs,
+                reads,
+                len,
+                verify,
+            } => {
+                let (b, off) = reads[i];
+                read_range(&mut client, repo, &blobs[b], off, *len, *verify).await
+            }
+            Plan::Manifests {
+                repos,
+                tags,
+                duration,
+                ..
+            } => {
+                if started.elapsed() >= *duration {
+                    break;
+                }
+                let repo = &repos[rng.below(repos.len())];
+                let tag = format!("t{}", rng.below(*tags));
+                get_manifest(&mut client, repo, &tag).await
+            }
+        };
+        tally.latencies.push(t0.elapsed());
+        tally.ops += 1;
+        match result {
+            Ok(n) => tally.bytes += n,
+            Err(e) => tally.error(e),
+        }
+    }
+    tally.http_requests = client.http_requests;
+    tally
+}
+
+/// Runs `plan` with `concurrency` slots; returns the merged tally, wall time and the
+/// client's CPU seconds over the run.
+async fn run(plan: Plan, target: &Arc<Target>, concurrency: usize) -> (Tally, f64, f64) {
+    let plan = Arc::new(plan);
+    let next = Arc::new(AtomicUsize::new(0));
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..concurrency.max(1) as u64)
+        .map(|id| tokio::spawn(slot(plan.clone(), target.clone(), next.clone(), id)))
+        .collect();
+    let mut tally = Tally::default();
+    for h in handles {
+        match h.await {
+            Ok(t) => tally.merge(t),
+            Err(e) => tally.error(format!("slot panicked: {e}")),
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    (tally, elapsed, cpu_seconds() - cpu0)
+}
+
+/// This process's user+system CPU seconds (all threads), from /proc/self/stat.
+/// USER_HZ is 100 on every Linux architecture the kernel exports to user space.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the parenthesised command name start at field 3 (state).
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return f64::NAN;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Nearest-rank percentile in milliseconds of sorted durations.
+fn percentile_ms(sorted: &[Duration], p: f64) -> Value {
+    if sorted.is_empty() {
+        return Value::Null;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    let d = sorted[rank.clamp(1, sorted.len()) - 1];
+    json!(d.as_secs_f64() * 1e3)
+}
+
+fn report(scenario: &str, params: Value, setup: Option<Tally>, run: (Tally, f64, f64)) -> Value {
+    let (mut tally, elapsed, cpu) = run;
+    tally.latencies.sort_unstable();
+    let per_sec = |x: f64| if elapsed > 0.0 { x / elapsed } else { 0.0 };
+    let mut out = json!({
+        "scenario": scenario,
+        "parameters": params,
+        "bytes": tally.bytes,
+        "requests": tally.ops,
+        "http_requests": tally.http_requests,
+        "errors": { "count": tally.errors, "first": tally.messages },
+        "elapsed_secs": elapsed,
+        "throughput": {
+            "mb_per_sec": per_sec(tally.bytes as f64 / 1e6),
+            "mib_per_sec": per_sec(tally.bytes as f64 / (1u64 << 20) as f64),
+            "requests_per_sec": per_sec(tally.ops as f64),
+        },
+        "latency_ms": {
+            "p50": percentile_ms(&tally.latencies, 50.0),
+            "p99": percentile_ms(&tally.latencies, 99.0),
+            "p99_9": percentile_ms(&tally.latencies, 99.9),
+            "max": tally.latencies.last().map(|d| d.as_secs_f64() * 1e3),
+        },
+        "client_cpu_secs": cpu,
+        "client_cpu_per_wall": if elapsed > 0.0 { cpu / elapsed } else { 0.0 },
+    });
+    if let Some(s) = setup {
+        out["setup"] = json!({
+            "requests": s.ops,
+            "errors": { "count": s.errors, "first": s.messages },
+        });
+    }
+    out
+}
+
+/// Untimed setup for `manifests`: per repository one config and one layer blob, then
+/// the same manifest under each tag.
+async fn setup_manifests(target: &Arc<Target>, repos: &[String], tags: usize, seed: u64) -> Tally {
+    let mut client = Client::new(target.clone());
+    let mut tally = Tally::default();
+    for (r, repo) in repos.iter().enumerate() {
+        let config = Bytes::from(format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"comment":"valv-bench {seed} {r}"}}"#
+        ));
+        let config = Blob {
+            digest: sha256_digest(&config),
+            data: config,
+        };
+        let layer = generate(1, 1024, seed ^ r as u64).remove(0);
+        for blob in [&config, &layer] {
+            tally.ops += 1;
+            if let Err(e) = push_blob(&mut client, repo, blob, None).await {
+                tally.error(e);
+            }
+        }
+        let manifest = Bytes::from(
+            json!({
+                "schemaVersion": 2,
+                "mediaType": MANIFEST_TYPE,
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": config.digest,
+                    "size": config.data.len(),
+                },
+                "layers": [{
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer.digest,
+                    "size": layer.data.len(),
+                }],
+            })
+            .to_string(),
+        );
+        for t in 0..tags {
+            tally.ops += 1;
+            let path = format!("/v2/{repo}/manifests/t{t}");
+            let ctype = (header::CONTENT_TYPE, MANIFEST_TYPE.to_owned());
+            let result = match client
+                .send(Method::PUT, &path, &[ctype], manifest.clone())
+                .await
+            {
+                Ok(resp) => match expect(resp, StatusCode::CREATED, "PUT manifest").await {
+                    Ok(resp) => drain(resp, |_| {}).await.map(|_| ()),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tally.error(e);
+            }
+        }
+    }
+    tally
+}
+
+async fn main_async(cli: Cli) -> Result<Value, String> {
+    match cli.command {
+        Command::Push {
+            common,
+            repo,
+            count,
+            size,
+            chunk,
+        } => {
+            let target = Arc::new(Target::parse(&common.url)?);
+            let seed = common.seed();
+            let blobs = generate(count, size, seed);
+            let params = json!({
+                "url": common.url, "repo": repo, "count": count, "size": size,
+                "concurrency": common.concurrency, "chunk": chunk, "seed": seed,
+            });
+            let scenario = if chunk.is_some() {
+                "push-chunked"
+            } else {
+                "push"
+            };
+            let result = run(
+                Plan::Push { repo, blobs, chunk },
+                &target,
+                common.concurrency,
+            )
+            .await;
+            Ok(report(scenario, params, None, result))
+        }
+        Command::Pull {
+            common,
+            repo,
+            count,
+            size,
+            range,
+            reads,
+            verify,
+        } => {
+            let target = Arc::new(Target::parse(&common.url)?);
+            let seed = common.seed();
+            let blobs = generate(count, size, seed);
+            let params = json!({
+                "url": common.url, "repo": repo, "count": count, "size": size,
+                "concurrency": common.concurrency, "range": range, "reads": reads,
+                "verify": verify, "seed": seed,
+            });
+            let (setup, _, _) = run(
+                Plan::Push {
+                    repo: repo.clone(),
+                    blobs: blobs.clone(),
+                    chunk: None,
+                },
+                &target,
+                common.concurrency,
+            )
+            .await;
+            let (scenario, plan) = match (range, reads) {
+                (Some(len), Some(k)) => {
+                    if len == 0 || len > size || blobs.is_empty() {
+                        return Err(format!("--range must be in 1..={size} and --count > 0"));
+                    }
+                    let mut rng = Rng(seed ^ 0x7261_6e67_6573);
+                    let reads = (0..k)
+                        .map(|_| (rng.below(blobs.len()), rng.below(size - len + 1)))
+                        .collect();
+                    let plan = Plan::Ranges {
+                        repo,
+                        blobs,
+                        reads,
+                        len,
+                        verify,
+                    };
+                    ("pull-range", plan)
+                }
+                _ => (
+                    "pull",
+                    Plan::Pull {
+                        repo,
+                        blobs,
+                        verify,
+                    },
+                ),
+            };
+            let result = run(plan, &target, common.concurrency).await;
+            Ok(report(scenario, params, Some(setup), result))
+        }
+        Command::Manifests {
+            common,
+            repos,
+            tags,
+            duration,
+            repo_prefix,
+        } => {
+            let target = Arc::new(Target::parse(&common.url)?);
+            let seed = common.seed();
+            if repos == 0 || tags == 0 || !(duration.is_finite() && duration >= 0.0) {
+                return Err("--repos and --tags must be > 0 and --duration >= 0".to_owned());
+            }
+            let names: Vec<String> = (0..repos).map(|i| format!("{repo_prefix}-{i}")).collect();
+            let params = json!({
+                "url": common.url, "repos": repos, "tags": tags, "duration": duration,
+                "concurrency": common.concurrency, "repo_prefix": repo_prefix, "seed": seed,
+            });
+            let setup = setup_manifests(&target, &names, tags, seed).await;
+            let plan = Plan::Manifests {
+                repos: names,
+                tags,
+                duration: Duration::from_secs_f64(duration),
+                seed,
+            };
+            let result = run(plan, &target, common.concurrency).await;
+            Ok(report("manifests", params, Some(setup), result))
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("valv-bench: tokio runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main_async(cli)) {
+        Ok(out) => {
+            println!("{out}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("valv-bench: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
