@@ -97,6 +97,16 @@ enum Command {
     },
 }
 
+impl Command {
+    fn common(&self) -> &Common {
+        match self {
+            Command::Push { common, .. }
+            | Command::Pull { common, .. }
+            | Command::Manifests { common, .. } => common,
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct Common {
     /// Registry base URL, `http://host:port` (plain HTTP only).
@@ -109,6 +119,10 @@ struct Common {
     /// new content.
     #[arg(long)]
     seed: Option<u64>,
+    /// PID of the registry process (same machine): its CPU seconds over the timed part
+    /// and its peak RSS are reported too (from /proc), so setup work is excluded.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 impl Common {
@@ -649,10 +663,11 @@ async fn slot(plan: Arc<Plan>, target: Arc<Target>, next: Arc<AtomicUsize>, id: 
 
 /// Runs `plan` with `concurrency` slots; returns the merged tally, wall time and the
 /// client's CPU seconds over the run.
-async fn run(plan: Plan, target: &Arc<Target>, concurrency: usize) -> (Tally, f64, f64) {
+async fn run(plan: Plan, target: &Arc<Target>, concurrency: usize) -> Timed {
     let plan = Arc::new(plan);
     let next = Arc::new(AtomicUsize::new(0));
     let cpu0 = cpu_seconds();
+    let server0 = server_cpu_seconds();
     let t0 = Instant::now();
     let handles: Vec<_> = (0..concurrency.max(1) as u64)
         .map(|id| tokio::spawn(slot(plan.clone(), target.clone(), next.clone(), id)))
@@ -665,13 +680,42 @@ async fn run(plan: Plan, target: &Arc<Target>, concurrency: usize) -> (Tally, f6
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    (tally, elapsed, cpu_seconds() - cpu0)
+    let server_cpu = server0.and_then(|a| server_cpu_seconds().map(|b| b - a));
+    (tally, elapsed, cpu_seconds() - cpu0, server_cpu)
+}
+
+/// What [`run`] measured: tally, wall seconds, client CPU seconds, server CPU seconds.
+type Timed = (Tally, f64, f64, Option<f64>);
+
+/// The registry's PID, from `--server-pid`.
+static SERVER_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// The registry's user+system CPU seconds, when its PID was given.
+fn server_cpu_seconds() -> Option<f64> {
+    SERVER_PID
+        .get()
+        .map(|pid| proc_cpu_seconds(&format!("/proc/{pid}/stat")))
+}
+
+/// The registry's peak resident set size (VmHWM) in KiB, when its PID was given.
+fn server_peak_rss_kib() -> Option<u64> {
+    let pid = SERVER_PID.get()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// This process's user+system CPU seconds (all threads), from /proc/self/stat.
 /// USER_HZ is 100 on every Linux architecture the kernel exports to user space.
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    proc_cpu_seconds("/proc/self/stat")
+}
+
+/// User+system CPU seconds of the process whose `stat` file is `path`.
+fn proc_cpu_seconds(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return f64::NAN;
     };
     // Fields after the parenthesised command name start at field 3 (state).
@@ -697,8 +741,8 @@ fn percentile_ms(sorted: &[Duration], p: f64) -> Value {
     json!(d.as_secs_f64() * 1e3)
 }
 
-fn report(scenario: &str, params: Value, setup: Option<Tally>, run: (Tally, f64, f64)) -> Value {
-    let (mut tally, elapsed, cpu) = run;
+fn report(scenario: &str, params: Value, setup: Option<Tally>, run: Timed) -> Value {
+    let (mut tally, elapsed, cpu, server_cpu) = run;
     tally.latencies.sort_unstable();
     let per_sec = |x: f64| if elapsed > 0.0 { x / elapsed } else { 0.0 };
     let mut out = json!({
@@ -722,6 +766,11 @@ fn report(scenario: &str, params: Value, setup: Option<Tally>, run: (Tally, f64,
         },
         "client_cpu_secs": cpu,
         "client_cpu_per_wall": if elapsed > 0.0 { cpu / elapsed } else { 0.0 },
+        "server_cpu_secs": server_cpu,
+        "server_cpu_secs_per_gib": server_cpu.map(|c| {
+            if tally.bytes > 0 { c / (tally.bytes as f64 / (1u64 << 30) as f64) } else { 0.0 }
+        }),
+        "server_peak_rss_kib": server_peak_rss_kib(),
     });
     if let Some(s) = setup {
         out["setup"] = json!({
@@ -837,7 +886,7 @@ async fn main_async(cli: Cli) -> Result<Value, String> {
                 "concurrency": common.concurrency, "range": range, "reads": reads,
                 "verify": verify, "seed": seed,
             });
-            let (setup, _, _) = run(
+            let (setup, _, _, _) = run(
                 Plan::Push {
                     repo: repo.clone(),
                     blobs: blobs.clone(),
@@ -909,6 +958,9 @@ async fn main_async(cli: Cli) -> Result<Value, String> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(pid) = cli.command.common().server_pid {
+        let _ = SERVER_PID.set(pid);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

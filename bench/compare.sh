@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Side by side: the reference registry (Debian's docker-registry, CNCF distribution
+# 2.8.2, filesystem storage, no encryption) and valv (filesystem storage, local KEK),
+# on the same disk, the same scenarios, alternating which goes first, for several
+# rounds, each server fresh for every round. Prints per scenario the median and
+# min-max of each, the valv/reference ratio, server CPU-seconds per GiB (from /proc,
+# timed part only) and peak RSS.
+#
+#   bench/compare.sh [--rounds N] [--quick] [--out DIR]
+#
+# --quick scales every scenario down (a smoke run of the script itself, not a result).
+# Raw JSON of every run goes to DIR (default target/bench-compare/<timestamp>).
+# Needs: docker-registry (Debian), python3, a Rust toolchain. Runs only on 127.0.0.1.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROUNDS=3
+QUICK=0
+OUT=""
+while (($#)); do
+    case "$1" in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    --out) OUT=$2; shift 2 ;;
+    *) echo "usage: $0 [--rounds N] [--quick] [--out DIR]" >&2; exit 2 ;;
+    esac
+done
+OUT=${OUT:-$ROOT/target/bench-compare/$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
+
+command -v docker-registry >/dev/null || { echo "docker-registry is not installed (apt-get install docker-registry)" >&2; exit 1; }
+(cd "$ROOT" && cargo build --release -q -p valv -p valv-bench)
+VALV=${CARGO_TARGET_DIR:-$ROOT/target}/release/valv
+BENCH=${CARGO_TARGET_DIR:-$ROOT/target}/release/valv-bench
+
+GIB=1073741824
+MIB=1048576
+if ((QUICK)); then
+    BIG=$((64 * MIB)); SMALL=$((4 * MIB)); MANY=8; RANGES=64; MDUR=2
+else
+    BIG=$GIB; SMALL=$((16 * MIB)); MANY=64; RANGES=512; MDUR=20
+fi
+# name | valv-bench arguments (the URL, server PID and seed are added)
+SCENARIOS=(
+    "push-1x-big-mono|push --repo b/mono --count 1 --size $BIG --concurrency 1"
+    "push-1x-big-chunked|push --repo b/chunked --count 1 --size $BIG --concurrency 1 --chunk $((16 * MIB))"
+    "push-many-8|push --repo b/many --count $MANY --size $SMALL --concurrency 8"
+    "pull-1x-big|pull --repo b/pull1 --count 1 --size $BIG --concurrency 1"
+    "pull-many-8|pull --repo b/pullmany --count $MANY --size $SMALL --concurrency 8"
+    "range-1MiB-8|pull --repo b/range --count 8 --size $((64 * MIB)) --concurrency 8 --range $MIB --reads $RANGES"
+    "manifests-10x10-64|manifests --repos 10 --tags 10 --concurrency 64 --duration $MDUR"
+)
+
+T=$(mktemp -d /tmp/valv-compare.XXXXXX)
+SERVER_PID=""
+stop_server() {
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+    fi
+    SERVER_PID=""
+}
+trap 'stop_server; rm -rf "$T"' EXIT
+
+# Starts a fresh server; sets SERVER_PID and URL. Readiness: its "listening on" line.
+start_server() {
+    local which=$1 dir=$T/$1
+    rm -rf "$dir"; mkdir -p "$dir"
+    if [[ $which == valv ]]; then
+        RUST_LOG=warn "$VALV" serve --listen 127.0.0.1:0 --data-dir "$dir/data" >"$dir/out" 2>"$dir/err" &
+        SERVER_PID=$!
+        local pattern='listening on http://'
+    else
+        cat >"$dir/config.yml" <<YML
+version: 0.1
+log:
+  level: info
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:0
+YML
+        docker-registry serve "$dir/config.yml" >"$dir/out" 2>"$dir/err" &
+        SERVER_PID=$!
+        local pattern='listening on '
+    fi
+    for _ in $(seq 1 600); do
+        URL=$(grep -ho "${pattern}[0-9.:]*" "$dir/out" "$dir/err" 2>/dev/null | head -n1 | sed 's/.*listening on //; s#^http://##' || true)
+        [[ -n "$URL" ]] && { URL="http://$URL"; return 0; }
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "$which did not start; its log:" >&2
+    tail -n 20 "$dir/err" >&2
+    exit 1
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+    if ((round % 2)); then order=(reference valv); else order=(valv reference); fi
+    for which in "${order[@]}"; do
+        echo "round $round: $which" >&2
+        start_server "$which"
+        for s in "${SCENARIOS[@]}"; do
+            name=${s%%|*}
+            args=${s#*|}
+            # shellcheck disable=SC2086 # word splitting of the scenario's arguments is intended
+            "$BENCH" $args --url "$URL" --server-pid "$SERVER_PID" --seed "$round$RANDOM" \
+                >"$OUT/$which-$name-r$round.json"
+        done
+        stop_server
+    done
+done
+
+python3 - "$OUT" <<'PY'
+import glob, json, os, statistics, sys
+out = sys.argv[1]
+runs = {}
+for f in sorted(glob.glob(os.path.join(out, "*.json"))):
+    base = os.path.basename(f)[:-5]
+    which, rest = base.split("-", 1)
+    name = rest.rsplit("-r", 1)[0]
+    runs.setdefault((name, which), []).append(json.load(open(f)))
+names = []
+for (name, _) in runs:
+    if name not in names:
+        names.append(name)
+def stat(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None, None, None
+    return statistics.median(xs), min(xs), max(xs)
+def fmt(m, lo, hi, unit=""):
+    return "-" if m is None else f"{m:,.1f}{unit} ({lo:,.1f}-{hi:,.1f})"
+print("| scenario | metric | reference median (min-max) | valv median (min-max) | valv / reference |")
+print("|---|---|---|---|---|")
+peak = {}
+for name in names:
+    for metric, key, unit in [("throughput MB/s", lambda r: r["throughput"]["mb_per_sec"], ""),
+                              ("requests/s", lambda r: r["throughput"]["requests_per_sec"], ""),
+                              ("p99 ms", lambda r: r["latency_ms"]["p99"], ""),
+                              ("server CPU-s/GiB", lambda r: r.get("server_cpu_secs_per_gib"), "")]:
+        if name.startswith("manifests") and metric in ("throughput MB/s", "server CPU-s/GiB"):
+            continue
+        if not name.startswith("manifests") and metric == "requests/s":
+            continue
+        ref = stat([key(r) for r in runs.get((name, "reference"), [])])
+        val = stat([key(r) for r in runs.get((name, "valv"), [])])
+        ratio = "-" if not ref[0] or val[0] is None else f"{val[0] / ref[0]:.2f}x"
+        print(f"| {name} | {metric} | {fmt(*ref, unit)} | {fmt(*val, unit)} | {ratio} |")
+    for which in ("reference", "valv"):
+        for r in runs.get((name, which), []):
+            errs = r["errors"]["count"]
+            if errs:
+                print(f"WARNING: {which} {name}: {errs} errors: {r['errors']['first']}", file=sys.stderr)
+            rss = r.get("server_peak_rss_kib")
+            if rss:
+                peak[which] = max(peak.get(which, 0), rss)
+print()
+for which in ("reference", "valv"):
+    if which in peak:
+        print(f"peak RSS over a round, {which}: {peak[which] / 1024:.1f} MiB")
+print(f"raw results: {out}")
+PY
