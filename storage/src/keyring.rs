@@ -13,7 +13,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use kms_client::{Kek, KeyId, KeyIdKind, KmsError, VersionedKeyId, ALG_RSA_OAEP_256};
+use kms_client::{Kek, KeyId, KeyIdKind, KmsError, SecretBytes, VersionedKeyId, ALG_RSA_OAEP_256};
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
@@ -243,23 +243,7 @@ pub(crate) async fn unwrap_all(
                 g.generation, g.algorithm
             )));
         }
-        let kek_version: VersionedKeyId = g
-            .kek
-            .parse()
-            .map_err(|e: KmsError| corrupt(e.to_string()))?;
-        let wrapped = base64::engine::general_purpose::STANDARD
-            .decode(&g.wrapped)
-            .map_err(|_| {
-                corrupt(format!(
-                    "generation {} wrapped key is not base64",
-                    g.generation
-                ))
-            })?;
-        let secret = match kek.unwrap(&kek_version, &wrapped).await {
-            Ok(s) => s,
-            Err(KmsError::InvalidCiphertext { .. }) => return Err(StoreError::Integrity),
-            Err(e) => return Err(e.into()),
-        };
+        let secret = unwrap_generation(kek, g, sequence).await?;
         let key = Key32::from_slice(secret.expose()).map_err(|_| StoreError::Integrity)?;
         keys.insert(g.generation, Arc::new(key));
         if g.state == GenerationState::Active {
@@ -273,6 +257,47 @@ pub(crate) async fn unwrap_all(
         keys,
         active,
     })
+}
+
+/// Unwraps one generation's registry key with the exact KEK version that wrapped it.
+///
+/// Fails with `Corrupt` when the generation's KEK id or wrapped bytes do not parse,
+/// `Integrity` when the KEK does not unwrap them, `Key(..)` when the KEK refuses.
+pub(crate) async fn unwrap_generation(
+    kek: &Arc<dyn Kek>,
+    g: &Generation,
+    sequence: u64,
+) -> Result<SecretBytes> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: format!("keyring/{sequence:020}"),
+        reason,
+    };
+    let version: VersionedKeyId = g
+        .kek
+        .parse()
+        .map_err(|e: KmsError| corrupt(e.to_string()))?;
+    let wrapped = base64::engine::general_purpose::STANDARD
+        .decode(&g.wrapped)
+        .map_err(|_| {
+            corrupt(format!(
+                "generation {} wrapped key is not base64",
+                g.generation
+            ))
+        })?;
+    unwrap_with(kek, &version, &wrapped).await
+}
+
+/// `kek.unwrap`, with bytes the version did not wrap reported as `Integrity`.
+pub(crate) async fn unwrap_with(
+    kek: &Arc<dyn Kek>,
+    version: &VersionedKeyId,
+    wrapped: &[u8],
+) -> Result<SecretBytes> {
+    match kek.unwrap(version, wrapped).await {
+        Ok(s) => Ok(s),
+        Err(KmsError::InvalidCiphertext { .. }) => Err(StoreError::Integrity),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The newest keyring version, if any.

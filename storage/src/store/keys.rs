@@ -49,18 +49,7 @@ impl Store {
     pub async fn probe(&self) -> Result<()> {
         let ring = self.keyring()?;
         let g = ring.active_generation().ok_or(StoreError::Integrity)?;
-        let version: VersionedKeyId = g.kek.parse().map_err(|e: KmsError| StoreError::Corrupt {
-            path: "keyring".into(),
-            reason: e.to_string(),
-        })?;
-        let wrapped = base64::engine::general_purpose::STANDARD
-            .decode(&g.wrapped)
-            .map_err(|_| StoreError::Integrity)?;
-        let secret = match self.kek().unwrap(&version, &wrapped).await {
-            Ok(s) => s,
-            Err(KmsError::InvalidCiphertext { .. }) => return Err(StoreError::Integrity),
-            Err(e) => return Err(e.into()),
-        };
+        let secret = keyring::unwrap_generation(self.kek(), g, ring.sequence).await?;
         let (_, rk) = ring.active();
         if bool::from(secret.expose().ct_eq(rk.expose().as_slice())) {
             Ok(())
@@ -135,11 +124,7 @@ impl Store {
         for g in &mut doc.generations {
             let rk = ring.key(g.generation)?;
             let wrapped = self.kek().wrap(to, rk.expose()).await?;
-            let back = match self.kek().unwrap(to, &wrapped).await {
-                Ok(b) => b,
-                Err(KmsError::InvalidCiphertext { .. }) => return Err(StoreError::Integrity),
-                Err(e) => return Err(e.into()),
-            };
+            let back = keyring::unwrap_with(self.kek(), to, &wrapped).await?;
             if !bool::from(back.expose().ct_eq(rk.expose().as_slice())) {
                 return Err(StoreError::Integrity);
             }
