@@ -344,6 +344,13 @@ impl Opener {
     async fn fill(&mut self, want: usize) -> Result<bool, StoreError> {
         while self.buf.len() < want {
             match self.input.next().await {
+                // A chunk that starts a segment is taken over without a copy when nobody
+                // else holds it (local reads arrive as whole segments).
+                Some(Ok(chunk)) if self.buf.is_empty() => {
+                    self.buf = chunk
+                        .try_into_mut()
+                        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+                }
                 Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
                 Some(Err(e)) => return Err(e),
                 None => return Ok(false),
