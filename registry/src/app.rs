@@ -94,7 +94,11 @@ impl App {
 
         let (kek, key_id, source) = open_kek(config, &data_dir).await?;
         let objects = open_objects(config, &data_dir)?;
-        let store = Store::open(objects, kek, &key_id).await?;
+        let store_config = storage::StoreConfig {
+            reference_cache_ttl: std::time::Duration::from_millis(config.storage.tag_cache_ttl_ms),
+            ..storage::StoreConfig::default()
+        };
+        let store = Store::open_with(objects, kek, &key_id, store_config).await?;
         let app = App {
             store,
             settings: Settings::from_config(config),

@@ -82,6 +82,10 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     /// `file:///abs/path` or `memory://`. Unset: `<data_dir>/store` on the local disk.
     pub url: Option<String>,
+    /// How long a manifest GET may reuse a tag or digest lookup. Changes made through
+    /// this node are seen at once; another node's tag moves and deletes within this.
+    /// 0 = look up every time.
+    pub tag_cache_ttl_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -89,6 +93,7 @@ impl Default for StorageConfig {
         StorageConfig {
             data_dir: PathBuf::from("./valv-data"),
             url: None,
+            tag_cache_ttl_ms: 1000,
         }
     }
 }
@@ -197,6 +202,7 @@ pub mod env {
     pub const KEY_CHECK_INTERVAL: &str = "VALV_KEY_CHECK_INTERVAL";
     pub const ROTATION_POLL_INTERVAL: &str = "VALV_ROTATION_POLL_INTERVAL";
     pub const OUTAGE_GRACE: &str = "VALV_OUTAGE_GRACE";
+    pub const TAG_CACHE_TTL_MS: &str = "VALV_TAG_CACHE_TTL_MS";
     pub const ADMIN_TOKEN: &str = "VALV_ADMIN_TOKEN";
 }
 
@@ -274,6 +280,9 @@ impl Config {
         }
         if let Some(v) = getenv(env::STORAGE) {
             self.storage.url = Some(v);
+        }
+        if let Some(v) = getenv(env::TAG_CACHE_TTL_MS) {
+            self.storage.tag_cache_ttl_ms = number(env::TAG_CACHE_TTL_MS, &v)?;
         }
         if let Some(v) = getenv(env::KEY_ID) {
             self.encryption.key_id = Some(v);

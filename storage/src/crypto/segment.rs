@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use futures::stream::{BoxStream, StreamExt};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
 use super::keys::Key32;
 use super::{IntegrityError, MAX_SEGMENT_SIZE, NONCE_PREFIX_LEN, TAG_LEN};

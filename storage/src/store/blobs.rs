@@ -140,6 +140,9 @@ impl Store {
     /// its data objects). Fails with `BlobUnknown`.
     pub async fn delete_blob(&self, digest: &Digest) -> Result<()> {
         let envelope = self.load_envelope(digest).await?;
+        // A manifest is stored as a blob: its cached plaintext goes with it.
+        self.manifest_cache().forget_content(digest);
+        self.manifest_cache().forget_references();
         objects::delete(self.objects(), &ObjectPath::Envelope(digest).to_path()).await?;
         for part in &envelope.parts {
             objects::delete(self.objects(), &Path::from(part.object.as_str())).await?;
@@ -251,7 +254,10 @@ async fn fetch(
         range: Some(GetRange::Bounded(range)),
         ..Default::default()
     };
-    let result = objects.get_opts(&path, opts).await.map_err(map_read_error)?;
+    let result = objects
+        .get_opts(&path, opts)
+        .await
+        .map_err(map_read_error)?;
     match result.payload {
         GetResultPayload::File(file, _) => Ok(read_file(file, result.range, read_size)),
         GetResultPayload::Stream(_) => Ok(result.into_stream().map_err(map_read_error).boxed()),
@@ -267,29 +273,32 @@ fn read_file(
 ) -> futures::stream::BoxStream<'static, Result<bytes::Bytes>> {
     let file = std::sync::Arc::new(file);
     let step = read_size.max(1) as u64;
-    let reads = (range.start..range.end).step_by(step as usize).map(move |at| {
-        let len = (range.end - at).min(step) as usize;
-        let file = file.clone();
-        async move {
-            // Allocated here, on a runtime worker, not on the blocking thread: with glibc
-            // every thread that allocates gets an arena of its own, and 256 KiB buffers
-            // spread over a dozen blocking threads' arenas doubled the peak RSS.
-            let mut buf = bytes::BytesMut::zeroed(len);
-            tokio::task::spawn_blocking(move || {
-                use std::os::unix::fs::FileExt as _;
-                file.read_exact_at(&mut buf, at).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::UnexpectedEof => StoreError::Integrity,
-                    _ => StoreError::Backend(object_store::Error::Generic {
-                        store: "LocalFileSystem",
-                        source: Box::new(e),
-                    }),
-                })?;
-                Ok(buf.freeze())
-            })
-            .await
-            .map_err(|e| StoreError::Backend(object_store::Error::JoinError { source: e }))?
-        }
-    });
+    let reads = (range.start..range.end)
+        .step_by(step as usize)
+        .map(move |at| {
+            let len = (range.end - at).min(step) as usize;
+            let file = file.clone();
+            async move {
+                // Allocated here, on a runtime worker, not on the blocking thread: with glibc
+                // every thread that allocates gets an arena of its own, and 256 KiB buffers
+                // spread over a dozen blocking threads' arenas doubled the peak RSS.
+                let mut buf = bytes::BytesMut::zeroed(len);
+                tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt as _;
+                    file.read_exact_at(&mut buf, at)
+                        .map_err(|e| match e.kind() {
+                            std::io::ErrorKind::UnexpectedEof => StoreError::Integrity,
+                            _ => StoreError::Backend(object_store::Error::Generic {
+                                store: "LocalFileSystem",
+                                source: Box::new(e),
+                            }),
+                        })?;
+                    Ok(buf.freeze())
+                })
+                .await
+                .map_err(|e| StoreError::Backend(object_store::Error::JoinError { source: e }))?
+            }
+        });
     futures::stream::iter(reads).buffered(READ_AHEAD).boxed()
 }
 

@@ -18,7 +18,7 @@ use crate::{Result, StoreError};
 /// A repository's manifest link.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ManifestLink {
+pub(super) struct ManifestLink {
     media_type: String,
     size: u64,
     subject: Option<Digest>,
@@ -58,6 +58,18 @@ impl Store {
     /// the referrers index of its subject, and points `tag` at it if given.
     /// Fails with `DigestMismatch` when `manifest.digest` is not the bytes' digest.
     pub async fn put_manifest(
+        &self,
+        repo: &RepositoryName,
+        manifest: NewManifest,
+        tag: Option<&Tag>,
+    ) -> Result<ManifestInfo> {
+        let result = self.write_manifest(repo, manifest, tag).await;
+        // Also after a failure: some of the links may have been written.
+        self.manifest_cache().forget_references();
+        result
+    }
+
+    async fn write_manifest(
         &self,
         repo: &RepositoryName,
         manifest: NewManifest,
@@ -120,6 +132,22 @@ impl Store {
         })
     }
 
+    /// [`Store::resolve`] through the reference cache (reads only).
+    async fn resolve_cached(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<(Digest, ManifestLink)> {
+        let key = reference.to_string();
+        if let Some(hit) = self.manifest_cache().reference(repo.as_str(), &key) {
+            return Ok(hit);
+        }
+        let (digest, link) = self.resolve(repo, reference).await?;
+        self.manifest_cache()
+            .put_reference(repo.as_str(), &key, &digest, &link);
+        Ok((digest, link))
+    }
+
     async fn resolve(
         &self,
         repo: &RepositoryName,
@@ -152,7 +180,7 @@ impl Store {
         repo: &RepositoryName,
         reference: &Reference,
     ) -> Result<ManifestInfo> {
-        let (digest, link) = self.resolve(repo, reference).await?;
+        let (digest, link) = self.resolve_cached(repo, reference).await?;
         Ok(ManifestInfo {
             digest,
             media_type: link.media_type,
@@ -166,7 +194,21 @@ impl Store {
         repo: &RepositoryName,
         reference: &Reference,
     ) -> Result<Manifest> {
-        let (digest, link) = self.resolve(repo, reference).await?;
+        let (digest, link) = self.resolve_cached(repo, reference).await?;
+        // Nothing is served from memory while the store is sealed.
+        self.keyring()?;
+        if let Some(bytes) = self.manifest_cache().content(&digest) {
+            if bytes.len() as u64 == link.size {
+                return Ok(Manifest {
+                    info: ManifestInfo {
+                        digest,
+                        media_type: link.media_type,
+                        size: link.size,
+                    },
+                    bytes,
+                });
+            }
+        }
         let envelope = match self.load_envelope(&digest).await {
             Ok(e) => e,
             // A link without content means the content was removed underneath it.
@@ -187,6 +229,7 @@ impl Store {
         if Digest::compute(digest.algorithm(), &bytes) != digest {
             return Err(StoreError::Integrity);
         }
+        self.manifest_cache().put_content(&digest, &bytes);
         Ok(Manifest {
             info: ManifestInfo {
                 digest,
@@ -200,6 +243,12 @@ impl Store {
     /// Deletes the manifest from `repo`: its revision link, every tag pointing at it,
     /// and its referrers-index entry. Fails with `ManifestUnknown`.
     pub async fn delete_manifest(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+        let result = self.remove_manifest(repo, digest).await;
+        self.manifest_cache().forget_references();
+        result
+    }
+
+    async fn remove_manifest(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
         let (_, link) = self
             .resolve(repo, &Reference::Digest(digest.clone()))
             .await?;
@@ -235,7 +284,9 @@ impl Store {
         if !objects::exists(self.objects(), &path).await? {
             return Err(StoreError::ManifestUnknown);
         }
-        objects::delete(self.objects(), &path).await
+        let result = objects::delete(self.objects(), &path).await;
+        self.manifest_cache().forget_references();
+        result
     }
 
     /// Tags in lexical order, after `last` (exclusive), at most `n`.

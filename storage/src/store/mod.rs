@@ -23,6 +23,7 @@ use crate::names::{Digest, RepositoryName, UploadId};
 use crate::Result;
 
 mod blobs;
+mod cache;
 mod keys;
 mod manifests;
 mod objects;
@@ -47,6 +48,11 @@ pub struct StoreConfig {
     /// Parts in flight per data-object write. Memory per upload is about
     /// `part_size × (max_parts_in_flight + 1)`.
     pub max_parts_in_flight: usize,
+    /// How long a manifest GET may reuse a tag or digest resolution read before (a
+    /// change made through another node is seen within it; 0 = always read).
+    pub reference_cache_ttl: std::time::Duration,
+    /// Memory for decrypted manifests kept by digest (dropped on revocation).
+    pub manifest_cache_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -55,6 +61,8 @@ impl Default for StoreConfig {
             segment_size: SEGMENT_SIZE,
             part_size: 5 * 1024 * 1024,
             max_parts_in_flight: 2,
+            reference_cache_ttl: std::time::Duration::from_secs(1),
+            manifest_cache_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -186,6 +194,7 @@ struct Inner {
     /// Bumped by every [`Store::seal`]: a read stream that sees it change stops before
     /// its next segment.
     seal_epoch: Arc<AtomicU64>,
+    manifest_cache: cache::ManifestCache<manifests::ManifestLink>,
 }
 
 /// The registry keys, or why there are none.
@@ -219,8 +228,11 @@ impl Store {
         config: StoreConfig,
     ) -> Result<Store> {
         let keyring = crate::keyring::load_or_create(&objects, &kek, key_id).await?;
+        let manifest_cache =
+            cache::ManifestCache::new(config.reference_cache_ttl, config.manifest_cache_bytes);
         Ok(Store {
             inner: Arc::new(Inner {
+                manifest_cache,
                 objects,
                 kek,
                 config,
@@ -259,6 +271,11 @@ impl Store {
     pub fn seal(&self, why: KmsError) {
         self.inner.seal_epoch.fetch_add(1, Ordering::SeqCst);
         self.set_slot(KeySlot::Sealed(why));
+        self.inner.manifest_cache.clear();
+    }
+
+    fn manifest_cache(&self) -> &cache::ManifestCache<manifests::ManifestLink> {
+        &self.inner.manifest_cache
     }
 
     /// Ends `stream` with the seal's error as soon as the store is sealed: no segment

@@ -1,0 +1,186 @@
+//! In-memory caches for the manifest read path (a pull starts with manifest GETs, and
+//! each one otherwise costs four object reads and a decryption).
+//!
+//! - **Content**: decrypted, digest-verified manifest bytes by digest. Content is
+//!   immutable, so an entry is never stale; it goes when its envelope is deleted on this
+//!   node, and all of it when the store is sealed (revocation) — a sealed store serves
+//!   nothing from here, because every read checks the keyring first.
+//! - **References**: `(repository, tag or digest)` → the digest and its manifest link,
+//!   for `ttl`. Every manifest or tag change made through this node clears them, so a
+//!   single node always reads its own writes; another node's change to a tag or
+//!   deletion of a manifest is seen within `ttl` (0 turns this cache off).
+//!
+//! Misses are not cached: a tag pushed through another node is visible at once.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::names::Digest;
+
+/// Most reference entries held; past it the map is cleared (a registry with more hot
+/// tags than this simply reads more from the object store).
+const MAX_REFERENCES: usize = 16_384;
+
+#[derive(Debug)]
+pub(super) struct ManifestCache<L> {
+    ttl: Duration,
+    max_content_bytes: usize,
+    state: Mutex<State<L>>,
+}
+
+#[derive(Debug)]
+struct State<L> {
+    references: HashMap<(String, String), (Digest, L, Instant)>,
+    content: HashMap<Digest, Bytes>,
+    content_bytes: usize,
+}
+
+impl<L: Clone> ManifestCache<L> {
+    pub(super) fn new(ttl: Duration, max_content_bytes: usize) -> Self {
+        ManifestCache {
+            ttl,
+            max_content_bytes,
+            state: Mutex::new(State {
+                references: HashMap::new(),
+                content: HashMap::new(),
+                content_bytes: 0,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State<L>> {
+        // The state is plain maps, consistent after every statement: a panic elsewhere
+        // while holding the lock leaves nothing half-done.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(super) fn reference(&self, repo: &str, reference: &str) -> Option<(Digest, L)> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let state = self.state();
+        let (digest, link, at) = state
+            .references
+            .get(&(repo.to_owned(), reference.to_owned()))?;
+        (at.elapsed() < self.ttl).then(|| (digest.clone(), link.clone()))
+    }
+
+    pub(super) fn put_reference(&self, repo: &str, reference: &str, digest: &Digest, link: &L) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut state = self.state();
+        if state.references.len() >= MAX_REFERENCES {
+            state.references.clear();
+        }
+        state.references.insert(
+            (repo.to_owned(), reference.to_owned()),
+            (digest.clone(), link.clone(), Instant::now()),
+        );
+    }
+
+    /// After any change to manifests or tags made through this node.
+    pub(super) fn forget_references(&self) {
+        self.state().references.clear();
+    }
+
+    pub(super) fn content(&self, digest: &Digest) -> Option<Bytes> {
+        self.state().content.get(digest).cloned()
+    }
+
+    pub(super) fn put_content(&self, digest: &Digest, bytes: &Bytes) {
+        if bytes.len() > self.max_content_bytes / 16 {
+            return; // a few huge manifests must not push out all the others
+        }
+        let mut state = self.state();
+        while state.content_bytes + bytes.len() > self.max_content_bytes {
+            // Any entry will do: the hot set refills on its next reads.
+            let Some(victim) = state.content.keys().next().cloned() else {
+                break;
+            };
+            if let Some(old) = state.content.remove(&victim) {
+                state.content_bytes -= old.len();
+            }
+        }
+        if let Some(old) = state.content.insert(digest.clone(), bytes.clone()) {
+            state.content_bytes -= old.len();
+        }
+        state.content_bytes += bytes.len();
+    }
+
+    pub(super) fn forget_content(&self, digest: &Digest) {
+        let mut state = self.state();
+        if let Some(old) = state.content.remove(digest) {
+            state.content_bytes -= old.len();
+        }
+    }
+
+    /// Drops everything (the store was sealed: no plaintext stays in memory).
+    pub(super) fn clear(&self) {
+        let mut state = self.state();
+        state.references.clear();
+        state.content.clear();
+        state.content_bytes = 0;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn digest(n: u8) -> Digest {
+        Digest::compute(crate::Algorithm::Sha256, &[n])
+    }
+
+    #[test]
+    fn references_expire_and_are_forgotten() {
+        let cache = ManifestCache::<u32>::new(Duration::from_millis(200), 1024);
+        cache.put_reference("r", "latest", &digest(1), &7);
+        assert_eq!(cache.reference("r", "latest"), Some((digest(1), 7)));
+        assert_eq!(cache.reference("r", "other"), None);
+        assert_eq!(cache.reference("s", "latest"), None);
+        cache.forget_references();
+        assert_eq!(cache.reference("r", "latest"), None);
+
+        cache.put_reference("r", "latest", &digest(1), &7);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while cache.reference("r", "latest").is_some() {
+            assert!(Instant::now() < deadline, "entry never expired");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn zero_ttl_caches_no_references() {
+        let cache = ManifestCache::<u32>::new(Duration::ZERO, 1024);
+        cache.put_reference("r", "latest", &digest(1), &7);
+        assert_eq!(cache.reference("r", "latest"), None);
+    }
+
+    #[test]
+    fn content_stays_within_its_budget() {
+        let cache = ManifestCache::<u32>::new(Duration::from_secs(1), 1600);
+        for n in 0..40u8 {
+            cache.put_content(&digest(n), &Bytes::from(vec![n; 100]));
+            let state = cache.state();
+            let held: usize = state.content.values().map(Bytes::len).sum();
+            assert_eq!(held, state.content_bytes);
+            assert!(held <= 1600, "{held} bytes held");
+        }
+        assert_eq!(cache.content(&digest(39)), Some(Bytes::from(vec![39; 100])));
+        // Larger than a sixteenth of the budget: not cached at all.
+        cache.put_content(&digest(200), &Bytes::from(vec![0; 101]));
+        assert_eq!(cache.content(&digest(200)), None);
+        cache.forget_content(&digest(39));
+        assert_eq!(cache.content(&digest(39)), None);
+        cache.clear();
+        assert_eq!(cache.state().content_bytes, 0);
+        assert!(cache.state().content.is_empty());
+    }
+}

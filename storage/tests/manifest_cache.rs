@@ -1,0 +1,157 @@
+//! The manifest read caches (storage/src/store/cache.rs) as two nodes over one object
+//! store see them: a node reads its own writes at once, another node's tag move or
+//! manifest delete shows within the reference TTL, and a sealed store serves nothing
+//! from memory.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use kms_client::KmsError;
+use storage::{
+    Digest, NewManifest, Reference, RepositoryName, Store, StoreConfig, StoreError, Tag,
+};
+
+const TTL: Duration = Duration::from_millis(300);
+
+fn manifest(n: u32) -> NewManifest {
+    let bytes = Bytes::from(format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[],\"annotations\":{{\"n\":\"{n}\"}}}}"
+    ));
+    NewManifest {
+        digest: Digest::sha256_of(&bytes),
+        bytes,
+        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        subject: None,
+        artifact_type: None,
+        annotations: None,
+    }
+}
+
+async fn node(objects: &std::sync::Arc<dyn object_store::ObjectStore>, key: &KeyFixture) -> Store {
+    let config = StoreConfig {
+        reference_cache_ttl: TTL,
+        ..StoreConfig::default()
+    };
+    open_with(objects, key, config).await
+}
+
+async fn tagged(store: &Store, repo: &RepositoryName, tag: &Tag) -> Result<Digest, StoreError> {
+    let got = store
+        .get_manifest(repo, &Reference::Tag(tag.clone()))
+        .await?;
+    assert_eq!(Digest::sha256_of(&got.bytes), got.info.digest);
+    Ok(got.info.digest)
+}
+
+/// Polls `tagged` on `store` until it answers `want`, failing after `bound`.
+async fn until_tag_is(
+    store: &Store,
+    repo: &RepositoryName,
+    tag: &Tag,
+    want: &Result<Digest, ()>,
+    bound: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = tagged(store, repo, tag).await.map_err(|_| ());
+        if &got == want {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < bound, "still {got:?} after {bound:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn another_nodes_changes_show_within_the_ttl_and_ours_at_once() {
+    let (_dir, objects) = Backend::local();
+    let key = key_fixture();
+    let a = node(&objects, &key).await;
+    let b = node(&objects, &key).await;
+    let repo: RepositoryName = "cache/test".parse().expect("repo");
+    let tag: Tag = "latest".parse().expect("tag");
+
+    let (m1, m2) = (manifest(1), manifest(2));
+    a.put_manifest(&repo, m1.clone(), Some(&tag))
+        .await
+        .expect("put 1");
+    // Misses are not cached: b sees a's tag at once.
+    assert_eq!(tagged(&b, &repo, &tag).await.expect("b reads"), m1.digest);
+
+    // a moves the tag: a reads its own write at once; b may keep the old answer for at
+    // most the TTL, then reads the new one.
+    a.put_manifest(&repo, m2.clone(), Some(&tag))
+        .await
+        .expect("put 2");
+    assert_eq!(tagged(&a, &repo, &tag).await.expect("a reads"), m2.digest);
+    let waited = until_tag_is(&b, &repo, &tag, &Ok(m2.digest.clone()), TTL * 10).await;
+    assert!(
+        waited <= TTL + Duration::from_millis(200),
+        "b saw the move after {waited:?}"
+    );
+
+    // b moves it back: b at once, a within the TTL.
+    b.put_manifest(&repo, m1.clone(), Some(&tag))
+        .await
+        .expect("put 1 again");
+    assert_eq!(tagged(&b, &repo, &tag).await.expect("b reads"), m1.digest);
+    until_tag_is(&a, &repo, &tag, &Ok(m1.digest.clone()), TTL * 10).await;
+
+    // A delete through a is seen by a at once, by b within the TTL (by tag and digest).
+    a.delete_manifest(&repo, &m1.digest).await.expect("delete");
+    assert!(matches!(
+        tagged(&a, &repo, &tag).await,
+        Err(StoreError::ManifestUnknown)
+    ));
+    until_tag_is(&b, &repo, &tag, &Err(()), TTL * 10).await;
+    let start = Instant::now();
+    loop {
+        match b
+            .get_manifest(&repo, &Reference::Digest(m1.digest.clone()))
+            .await
+        {
+            Err(StoreError::ManifestUnknown) => break,
+            other => assert!(start.elapsed() < TTL * 10, "{:?}", other.map(|m| m.info)),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_sealed_store_serves_no_cached_manifest_and_reopens_with_it() {
+    let (_dir, objects) = Backend::local();
+    let key = key_fixture();
+    let store = node(&objects, &key).await;
+    let repo: RepositoryName = "cache/sealed".parse().expect("repo");
+    let tag: Tag = "v1".parse().expect("tag");
+    let m = manifest(7);
+    store
+        .put_manifest(&repo, m.clone(), Some(&tag))
+        .await
+        .expect("put");
+    for _ in 0..3 {
+        assert_eq!(tagged(&store, &repo, &tag).await.expect("read"), m.digest);
+    }
+
+    store.seal(KmsError::revoked("test key", "revoked by the test"));
+    for reference in [
+        Reference::Tag(tag.clone()),
+        Reference::Digest(m.digest.clone()),
+    ] {
+        match store.get_manifest(&repo, &reference).await {
+            Err(StoreError::Key(e)) => {
+                assert!(e.to_string().contains("revoked by the test"), "{e}")
+            }
+            other => panic!("sealed store answered {:?}", other.map(|m| m.info)),
+        }
+    }
+
+    store.reload_keyring().await.expect("reload");
+    assert_eq!(
+        tagged(&store, &repo, &tag).await.expect("read again"),
+        m.digest
+    );
+}
