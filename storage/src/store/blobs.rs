@@ -133,6 +133,12 @@ impl Store {
             sealed,
             self.metrics().segments_opened.clone(),
         );
+        let plaintext = if plan.segments() > PREFETCH_MIN_SEGMENTS {
+            prefetch(plaintext, PREFETCH_SEGMENTS)
+        } else {
+            plaintext
+        };
+        // After the prefetch: segments decrypted ahead are not yielded once sealed.
         Ok(self.cut_on_seal(plaintext))
     }
 
@@ -231,6 +237,38 @@ impl Store {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct LayerLink {
     digest: Digest,
+}
+
+/// Reads longer than this many segments are decrypted ahead on their own task.
+const PREFETCH_MIN_SEGMENTS: u64 = 16;
+/// Plaintext segments decrypted ahead of the consumer (256 KiB at 64 KiB segments).
+/// Measured: +10 % for a single-stream pull; 8 doubled the peak RSS of 8 parallel
+/// pulls (glibc arenas), docs/PERFORMANCE.md.
+const PREFETCH_SEGMENTS: usize = 4;
+
+/// Drives `stream` on a task of its own, up to `depth` items ahead of the consumer, so
+/// reading and decrypting overlap writing the previous segments to the client's socket
+/// (on the other core). The task ends with the stream, or at its next item once the
+/// consumer is gone. Without a runtime (a caller polling by hand) it is a no-op.
+fn prefetch(stream: ByteStream, depth: usize) -> ByteStream {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return stream;
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(depth);
+    runtime.spawn(async move {
+        let mut stream = stream;
+        while let Some(item) = stream.next().await {
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        let item = rx.recv().await?;
+        Some((item, rx))
+    })
+    .boxed()
 }
 
 /// Sealed segments per read of a local data file (4 × 64 KiB segments = 256 KiB).
