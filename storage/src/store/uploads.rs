@@ -27,6 +27,63 @@ use crate::names::{Algorithm, Digest, RepositoryName, UploadId};
 use crate::paths::{sequence_of, ObjectPath};
 use crate::{Result, StoreError};
 
+/// Bytes of body a hashing thread may lag behind its upload (memory bound per upload).
+const HASH_LAG_BYTES: usize = 2 * 1024 * 1024;
+
+/// SHA-256 of an upload on a blocking thread of its own, so the costliest per-byte step
+/// runs on one core while the request task receives, seals and writes on the other.
+/// Body chunks are handed over by reference count, never copied; the thread may lag at
+/// most `HASH_LAG_BYTES` behind. Dropping it (an append that failed) ends the thread.
+struct BackgroundHash {
+    tx: tokio::sync::mpsc::UnboundedSender<(Bytes, tokio::sync::OwnedSemaphorePermit)>,
+    lag: std::sync::Arc<tokio::sync::Semaphore>,
+    thread: tokio::task::JoinHandle<ResumableHash>,
+}
+
+impl BackgroundHash {
+    fn start(mut hash: ResumableHash) -> BackgroundHash {
+        let (tx, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<(Bytes, tokio::sync::OwnedSemaphorePermit)>();
+        let thread = tokio::task::spawn_blocking(move || {
+            while let Some((chunk, _permit)) = rx.blocking_recv() {
+                hash.update(&chunk);
+            }
+            hash
+        });
+        BackgroundHash {
+            tx,
+            lag: std::sync::Arc::new(tokio::sync::Semaphore::new(HASH_LAG_BYTES)),
+            thread,
+        }
+    }
+
+    /// Queues `chunk`; waits while the thread is `HASH_LAG_BYTES` behind.
+    async fn update(&mut self, chunk: Bytes) -> Result<()> {
+        let cost = u32::try_from(chunk.len().clamp(1, HASH_LAG_BYTES)).unwrap_or(u32::MAX);
+        let permit = self
+            .lag
+            .clone()
+            .acquire_many_owned(cost)
+            .await
+            .map_err(|_| hasher_lost())?;
+        self.tx.send((chunk, permit)).map_err(|_| hasher_lost())
+    }
+
+    /// The state after every queued chunk.
+    async fn finish(self) -> Result<ResumableHash> {
+        drop(self.tx);
+        self.thread.await.map_err(|_| hasher_lost())
+    }
+}
+
+/// The hashing thread panicked (a bug): the append fails and commits nothing.
+fn hasher_lost() -> StoreError {
+    StoreError::Backend(object_store::Error::Generic {
+        store: "valv",
+        source: "the upload's hashing thread stopped".into(),
+    })
+}
+
 /// The stored state of an upload session (one version of it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -268,7 +325,7 @@ impl Store {
             &session.secrets.tail,
         )
         .map_err(|_| StoreError::Integrity)?;
-        let mut hash = session.secrets.hash.clone();
+        let mut hash = BackgroundHash::start(session.secrets.hash.clone());
         let part_name = format!(
             "{:06}-{}",
             session.state.parts.len(),
@@ -288,7 +345,8 @@ impl Store {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(StoreError::Body)?;
                 received += chunk.len() as u64;
-                hash.update(&chunk);
+                // Hashed on another core while this task seals and writes.
+                hash.update(chunk.clone()).await?;
                 sealer.push(&chunk, &mut sealed);
                 if sealed.is_empty() {
                     continue;
@@ -315,12 +373,17 @@ impl Store {
         }
         .await;
 
-        let written = match (outcome, writer) {
-            (Ok(()), Some(w)) => match w.finish().await {
-                Ok(_) => true,
+        // The hash of everything received (waits for the hashing thread to catch up).
+        let outcome = match outcome {
+            Ok(()) => hash.finish().await,
+            Err(e) => Err(e),
+        };
+        let (written, hash) = match (outcome, writer) {
+            (Ok(hash), Some(w)) => match w.finish().await {
+                Ok(_) => (true, hash),
                 Err(e) => return Err(e.into()),
             },
-            (Ok(()), None) => false,
+            (Ok(hash), None) => (false, hash),
             (Err(e), Some(w)) => {
                 let _ = w.abort().await;
                 return Err(e);
