@@ -23,6 +23,13 @@ struct Blob {
 
 async fn setup(segments: usize) -> (Arc<dyn ObjectStore>, KeyFixture, Store, Blob, Blob) {
     let (_b, objects) = Backend::memory();
+    setup_on(objects, segments).await
+}
+
+async fn setup_on(
+    objects: Arc<dyn ObjectStore>,
+    segments: usize,
+) -> (Arc<dyn ObjectStore>, KeyFixture, Store, Blob, Blob) {
     let key = key_fixture();
     let store = open(&objects, &key).await;
     let repo: RepositoryName = "tamper/test".parse().expect("repo");
@@ -395,4 +402,50 @@ async fn tampered_manifest_is_refused() {
         .await
         .expect_err("must fail");
     assert!(matches!(err, StoreError::Integrity), "{err:?}");
+}
+
+/// Local data files are read by valv itself (page-cache reads on the runtime, the rest
+/// on a blocking thread), not through object_store: the same damage must be caught there.
+#[tokio::test]
+async fn local_files_flipped_truncated_or_extended() {
+    let (_guard, objects) = Backend::local();
+    let (objects, _key, store, a, _b) = setup_on(objects, 40).await;
+    let (path, original) = data_object(&objects, &a.digest).await;
+
+    let mut flipped = original.clone();
+    flipped[30 * SEALED + 7] ^= 0x80;
+    put(&objects, &path, flipped).await;
+    assert_integrity(
+        read(&store, &a.digest, None).await,
+        &a.data[..30 * SEG],
+        "local: flipped byte",
+    );
+
+    // Cut inside segment 20: the read that reaches past the end fails, whatever path
+    // (cached or blocking) it took.
+    put(&objects, &path, original[..20 * SEALED + 5].to_vec()).await;
+    assert_integrity(
+        read(&store, &a.digest, None).await,
+        &a.data[..20 * SEG],
+        "local: truncated",
+    );
+    let range = Some(RangeSpec::FromTo(25 * SEG as u64, 26 * SEG as u64));
+    assert_integrity(
+        read(&store, &a.digest, range).await,
+        &[],
+        "local: range past the cut",
+    );
+
+    let mut longer = original.clone();
+    longer.extend_from_slice(&[0u8; 100]);
+    put(&objects, &path, longer).await;
+    let (bytes, err) = read(&store, &a.digest, None).await;
+    // Bytes after the recorded segments are never read: the blob reads back whole.
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(bytes, a.data, "local: extended file");
+
+    put(&objects, &path, original).await;
+    let (bytes, err) = read(&store, &a.digest, None).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(bytes, a.data, "local: restored file");
 }
