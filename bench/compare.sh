@@ -109,6 +109,10 @@ for round in $(seq 1 "$ROUNDS"); do
         for s in "${SCENARIOS[@]}"; do
             name=${s%%|*}
             args=${s#*|}
+            # Start every scenario with no dirty pages from the one before: otherwise the
+            # kernel's writeback of the previous gigabyte lands in this one's timing
+            # (seen as 2-3x swings of push throughput between rounds).
+            sync
             # shellcheck disable=SC2086 # word splitting of the scenario's arguments is intended
             "$BENCH" $args --url "$URL" --server-pid "$SERVER_PID" --seed "$round$RANDOM" \
                 >"$OUT/$which-$name-r$round.json"
