@@ -216,6 +216,14 @@ pub async fn check_once(app: &App) {
                 status.set(KeyState::Active);
                 reload_if_changed(app).await;
             }
+            // The version this node unwraps with was disabled, but another node may
+            // already have rotated away from it (an operator disabling the old version
+            // right after a rotation): adopt that keyring before calling it revoked.
+            Err(StoreError::Key(KmsError::Revoked { .. }))
+                if reload_if_changed(app).await && app.store.probe().await.is_ok() =>
+            {
+                status.set(KeyState::Active);
+            }
             Err(e) => on_probe_failure(app, state, e),
         },
         KeyState::Revoked { .. } | KeyState::Unavailable { .. } => {
@@ -292,18 +300,27 @@ fn on_probe_failure(app: &App, state: KeyState, e: StoreError) {
     }
 }
 
-/// Another node rotated: pick up its keyring.
-async fn reload_if_changed(app: &App) {
+/// Another node rotated: pick up its keyring. True when a newer one was loaded.
+async fn reload_if_changed(app: &App) -> bool {
     let Ok(current) = app.store.keyring() else {
-        return;
+        return false;
     };
     match app.store.latest_keyring_sequence().await {
         Ok(Some(latest)) if latest > current.sequence => match app.store.reload_keyring().await {
-            Ok(sequence) => tracing::info!(sequence, "loaded the keyring another node wrote"),
-            Err(e) => tracing::warn!(error = %e, "cannot load the newer keyring"),
+            Ok(sequence) => {
+                tracing::info!(sequence, "loaded the keyring another node wrote");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot load the newer keyring");
+                false
+            }
         },
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot list the keyring"),
+        Ok(_) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the keyring");
+            false
+        }
     }
 }
 

@@ -361,11 +361,9 @@ fn content_objects(store: &Path) -> BTreeMap<String, String> {
 /// The versioned KEK ids wrapping the registry keys, from the newest keyring object.
 fn keyring_keks(store: &Path) -> Vec<String> {
     let dir = store.join("keyring");
-    let newest = std::fs::read_dir(&dir)
-        .expect("keyring dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .max()
-        .expect("a keyring object");
+    // Only committed objects: names that are sequence numbers (a put in progress is a
+    // staging file `<sequence>#<n>` beside them).
+    let newest = dir.join(format!("{:020}", keyring_sequence(store)));
     let doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(newest).expect("read keyring"))
             .expect("keyring JSON");
