@@ -38,29 +38,37 @@ async fn node(objects: &std::sync::Arc<dyn object_store::ObjectStore>, key: &Key
     open_with(objects, key, config).await
 }
 
-async fn tagged(store: &Store, repo: &RepositoryName, tag: &Tag) -> Result<Digest, StoreError> {
-    let got = store
-        .get_manifest(repo, &Reference::Tag(tag.clone()))
-        .await?;
-    assert_eq!(Digest::sha256_of(&got.bytes), got.info.digest);
-    Ok(got.info.digest)
+/// The digest `reference` resolves to through `store` (a GET, bytes verified), or `None`
+/// for `ManifestUnknown`; any other error fails the test.
+async fn resolved(store: &Store, repo: &RepositoryName, reference: &Reference) -> Option<Digest> {
+    match store.get_manifest(repo, reference).await {
+        Ok(got) => {
+            assert_eq!(Digest::sha256_of(&got.bytes), got.info.digest);
+            Some(got.info.digest)
+        }
+        Err(StoreError::ManifestUnknown) => None,
+        Err(e) => panic!("{reference}: {e:?}"),
+    }
 }
 
-/// Polls `tagged` on `store` until it answers `want`, failing after `bound`.
-async fn until_tag_is(
+/// Polls `resolved` until it answers `want`, failing after `bound`; returns the wait.
+async fn until_resolves(
     store: &Store,
     repo: &RepositoryName,
-    tag: &Tag,
-    want: &Result<Digest, ()>,
+    reference: &Reference,
+    want: Option<&Digest>,
     bound: Duration,
 ) -> Duration {
     let start = Instant::now();
     loop {
-        let got = tagged(store, repo, tag).await.map_err(|_| ());
-        if &got == want {
+        let got = resolved(store, repo, reference).await;
+        if got.as_ref() == want {
             return start.elapsed();
         }
-        assert!(start.elapsed() < bound, "still {got:?} after {bound:?}");
+        assert!(
+            start.elapsed() < bound,
+            "{reference}: still {got:?} after {bound:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -73,21 +81,22 @@ async fn another_nodes_changes_show_within_the_ttl_and_ours_at_once() {
     let b = node(&objects, &key).await;
     let repo: RepositoryName = "cache/test".parse().expect("repo");
     let tag: Tag = "latest".parse().expect("tag");
+    let by_tag = Reference::Tag(tag.clone());
 
     let (m1, m2) = (manifest(1), manifest(2));
     a.put_manifest(&repo, m1.clone(), Some(&tag))
         .await
         .expect("put 1");
     // Misses are not cached: b sees a's tag at once.
-    assert_eq!(tagged(&b, &repo, &tag).await.expect("b reads"), m1.digest);
+    assert_eq!(resolved(&b, &repo, &by_tag).await, Some(m1.digest.clone()));
 
     // a moves the tag: a reads its own write at once; b may keep the old answer for at
     // most the TTL, then reads the new one.
     a.put_manifest(&repo, m2.clone(), Some(&tag))
         .await
         .expect("put 2");
-    assert_eq!(tagged(&a, &repo, &tag).await.expect("a reads"), m2.digest);
-    let waited = until_tag_is(&b, &repo, &tag, &Ok(m2.digest.clone()), TTL * 10).await;
+    assert_eq!(resolved(&a, &repo, &by_tag).await, Some(m2.digest.clone()));
+    let waited = until_resolves(&b, &repo, &by_tag, Some(&m2.digest), TTL * 10).await;
     assert!(
         waited <= TTL + Duration::from_millis(200),
         "b saw the move after {waited:?}"
@@ -97,27 +106,15 @@ async fn another_nodes_changes_show_within_the_ttl_and_ours_at_once() {
     b.put_manifest(&repo, m1.clone(), Some(&tag))
         .await
         .expect("put 1 again");
-    assert_eq!(tagged(&b, &repo, &tag).await.expect("b reads"), m1.digest);
-    until_tag_is(&a, &repo, &tag, &Ok(m1.digest.clone()), TTL * 10).await;
+    assert_eq!(resolved(&b, &repo, &by_tag).await, Some(m1.digest.clone()));
+    until_resolves(&a, &repo, &by_tag, Some(&m1.digest), TTL * 10).await;
 
     // A delete through a is seen by a at once, by b within the TTL (by tag and digest).
     a.delete_manifest(&repo, &m1.digest).await.expect("delete");
-    assert!(matches!(
-        tagged(&a, &repo, &tag).await,
-        Err(StoreError::ManifestUnknown)
-    ));
-    until_tag_is(&b, &repo, &tag, &Err(()), TTL * 10).await;
-    let start = Instant::now();
-    loop {
-        match b
-            .get_manifest(&repo, &Reference::Digest(m1.digest.clone()))
-            .await
-        {
-            Err(StoreError::ManifestUnknown) => break,
-            other => assert!(start.elapsed() < TTL * 10, "{:?}", other.map(|m| m.info)),
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert_eq!(resolved(&a, &repo, &by_tag).await, None);
+    until_resolves(&b, &repo, &by_tag, None, TTL * 10).await;
+    let by_digest = Reference::Digest(m1.digest.clone());
+    until_resolves(&b, &repo, &by_digest, None, TTL * 10).await;
 }
 
 #[tokio::test]
@@ -133,7 +130,10 @@ async fn a_sealed_store_serves_no_cached_manifest_and_reopens_with_it() {
         .await
         .expect("put");
     for _ in 0..3 {
-        assert_eq!(tagged(&store, &repo, &tag).await.expect("read"), m.digest);
+        assert_eq!(
+            resolved(&store, &repo, &Reference::Tag(tag.clone())).await,
+            Some(m.digest.clone())
+        );
     }
 
     store.seal(KmsError::revoked("test key", "revoked by the test"));
@@ -151,7 +151,7 @@ async fn a_sealed_store_serves_no_cached_manifest_and_reopens_with_it() {
 
     store.reload_keyring().await.expect("reload");
     assert_eq!(
-        tagged(&store, &repo, &tag).await.expect("read again"),
-        m.digest
+        resolved(&store, &repo, &Reference::Tag(tag)).await,
+        Some(m.digest)
     );
 }
