@@ -208,24 +208,21 @@ pub async fn check_once(app: &App) {
     let status = &app.keys;
     let state = status.get();
     match state {
-        KeyState::Active | KeyState::Degraded { .. } => match app.store.probe().await {
-            Ok(()) => {
-                if let KeyState::Degraded { .. } = state {
-                    tracing::info!(key = %key_name(app), "the key vault answers again");
+        KeyState::Active | KeyState::Degraded { .. } => {
+            // Adopt a keyring another node wrote before probing: after a rotation the
+            // operator may disable the old version at once, and probing it first would
+            // call a healthy node revoked.
+            reload_if_changed(app).await;
+            match app.store.probe().await {
+                Ok(()) => {
+                    if let KeyState::Degraded { .. } = state {
+                        tracing::info!(key = %key_name(app), "the key vault answers again");
+                    }
+                    status.set(KeyState::Active);
                 }
-                status.set(KeyState::Active);
-                reload_if_changed(app).await;
+                Err(e) => on_probe_failure(app, state, e),
             }
-            // The version this node unwraps with was disabled, but another node may
-            // already have rotated away from it (an operator disabling the old version
-            // right after a rotation): adopt that keyring before calling it revoked.
-            Err(StoreError::Key(KmsError::Revoked { .. }))
-                if reload_if_changed(app).await && app.store.probe().await.is_ok() =>
-            {
-                status.set(KeyState::Active);
-            }
-            Err(e) => on_probe_failure(app, state, e),
-        },
+        }
         KeyState::Revoked { .. } | KeyState::Unavailable { .. } => {
             match app.store.reload_keyring().await {
                 Ok(sequence) => {
@@ -300,27 +297,18 @@ fn on_probe_failure(app: &App, state: KeyState, e: StoreError) {
     }
 }
 
-/// Another node rotated: pick up its keyring. True when a newer one was loaded.
-async fn reload_if_changed(app: &App) -> bool {
+/// Another node rotated: pick up its keyring.
+async fn reload_if_changed(app: &App) {
     let Ok(current) = app.store.keyring() else {
-        return false;
+        return;
     };
     match app.store.latest_keyring_sequence().await {
         Ok(Some(latest)) if latest > current.sequence => match app.store.reload_keyring().await {
-            Ok(sequence) => {
-                tracing::info!(sequence, "loaded the keyring another node wrote");
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot load the newer keyring");
-                false
-            }
+            Ok(sequence) => tracing::info!(sequence, "loaded the keyring another node wrote"),
+            Err(e) => tracing::warn!(error = %e, "cannot load the newer keyring"),
         },
-        Ok(_) => false,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list the keyring");
-            false
-        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot list the keyring"),
     }
 }
 

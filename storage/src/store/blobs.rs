@@ -148,7 +148,6 @@ impl Store {
         let envelope = self.load_envelope(digest).await?;
         // A manifest is stored as a blob: its cached plaintext goes with it.
         self.manifest_cache().forget_content(digest);
-        self.manifest_cache().forget_references();
         objects::delete(self.objects(), &ObjectPath::Envelope(digest).to_path()).await?;
         for part in &envelope.parts {
             objects::delete(self.objects(), &Path::from(part.object.as_str())).await?;
@@ -298,9 +297,9 @@ const READ_AHEAD: usize = 2;
 /// One ranged GET of a data object as a stream. A missing data object means the blob
 /// was tampered with (its envelope exists), so it is an integrity failure.
 ///
-/// A local file is read here, `read_size` bytes per blocking read with `READ_AHEAD`
-/// reads in flight: object_store would stream it in 8 KiB reads, one blocking task
-/// each, which made a pull cost five times the CPU of the decryption.
+/// A local file is read here (`read_file`), `read_size` bytes at a time: object_store
+/// would stream it in 8 KiB reads, one blocking task each, which made a pull cost five
+/// times the CPU of the decryption.
 async fn fetch(
     objects: std::sync::Arc<dyn ObjectStore>,
     path: Path,

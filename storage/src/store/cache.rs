@@ -5,7 +5,7 @@
 //!   immutable, so an entry is never stale; it goes when its envelope is deleted on this
 //!   node, and all of it when the store is sealed (revocation) — a sealed store serves
 //!   nothing from here, because every read checks the keyring first.
-//! - **References**: `(repository, tag or digest)` → the digest and its manifest link,
+//! - **References**: `<repository>@<tag or digest>` → the digest and its manifest link,
 //!   for `ttl`. Every manifest or tag change made through this node clears them, so a
 //!   single node always reads its own writes; another node's change to a tag or
 //!   deletion of a manifest is seen within `ttl` (0 turns this cache off).
@@ -33,7 +33,9 @@ pub(super) struct ManifestCache<L> {
 
 #[derive(Debug)]
 struct State<L> {
-    references: HashMap<(String, String), (Digest, L, Instant)>,
+    /// By `<repository>@<reference>`: one string, so a lookup borrows its key (and it is
+    /// unambiguous, a repository name cannot contain `@`).
+    references: HashMap<String, (Digest, L, Instant)>,
     content: HashMap<Digest, Bytes>,
     content_bytes: usize,
 }
@@ -59,18 +61,16 @@ impl<L: Clone> ManifestCache<L> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(super) fn reference(&self, repo: &str, reference: &str) -> Option<(Digest, L)> {
+    pub(super) fn reference(&self, key: &str) -> Option<(Digest, L)> {
         if self.ttl.is_zero() {
             return None;
         }
         let state = self.state();
-        let (digest, link, at) = state
-            .references
-            .get(&(repo.to_owned(), reference.to_owned()))?;
+        let (digest, link, at) = state.references.get(key)?;
         (at.elapsed() < self.ttl).then(|| (digest.clone(), link.clone()))
     }
 
-    pub(super) fn put_reference(&self, repo: &str, reference: &str, digest: &Digest, link: &L) {
+    pub(super) fn put_reference(&self, key: String, digest: &Digest, link: &L) {
         if self.ttl.is_zero() {
             return;
         }
@@ -78,10 +78,9 @@ impl<L: Clone> ManifestCache<L> {
         if state.references.len() >= MAX_REFERENCES {
             state.references.clear();
         }
-        state.references.insert(
-            (repo.to_owned(), reference.to_owned()),
-            (digest.clone(), link.clone(), Instant::now()),
-        );
+        state
+            .references
+            .insert(key, (digest.clone(), link.clone(), Instant::now()));
     }
 
     /// After any change to manifests or tags made through this node.
@@ -141,16 +140,16 @@ mod tests {
     #[test]
     fn references_expire_and_are_forgotten() {
         let cache = ManifestCache::<u32>::new(Duration::from_millis(200), 1024);
-        cache.put_reference("r", "latest", &digest(1), &7);
-        assert_eq!(cache.reference("r", "latest"), Some((digest(1), 7)));
-        assert_eq!(cache.reference("r", "other"), None);
-        assert_eq!(cache.reference("s", "latest"), None);
+        cache.put_reference("r@latest".into(), &digest(1), &7);
+        assert_eq!(cache.reference("r@latest"), Some((digest(1), 7)));
+        assert_eq!(cache.reference("r@other"), None);
+        assert_eq!(cache.reference("s@latest"), None);
         cache.forget_references();
-        assert_eq!(cache.reference("r", "latest"), None);
+        assert_eq!(cache.reference("r@latest"), None);
 
-        cache.put_reference("r", "latest", &digest(1), &7);
+        cache.put_reference("r@latest".into(), &digest(1), &7);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while cache.reference("r", "latest").is_some() {
+        while cache.reference("r@latest").is_some() {
             assert!(Instant::now() < deadline, "entry never expired");
             std::thread::yield_now();
         }
@@ -159,8 +158,8 @@ mod tests {
     #[test]
     fn zero_ttl_caches_no_references() {
         let cache = ManifestCache::<u32>::new(Duration::ZERO, 1024);
-        cache.put_reference("r", "latest", &digest(1), &7);
-        assert_eq!(cache.reference("r", "latest"), None);
+        cache.put_reference("r@latest".into(), &digest(1), &7);
+        assert_eq!(cache.reference("r@latest"), None);
     }
 
     #[test]

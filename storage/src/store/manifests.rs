@@ -138,13 +138,12 @@ impl Store {
         repo: &RepositoryName,
         reference: &Reference,
     ) -> Result<(Digest, ManifestLink)> {
-        let key = reference.to_string();
-        if let Some(hit) = self.manifest_cache().reference(repo.as_str(), &key) {
+        let key = format!("{repo}@{reference}");
+        if let Some(hit) = self.manifest_cache().reference(&key) {
             return Ok(hit);
         }
         let (digest, link) = self.resolve(repo, reference).await?;
-        self.manifest_cache()
-            .put_reference(repo.as_str(), &key, &digest, &link);
+        self.manifest_cache().put_reference(key, &digest, &link);
         Ok((digest, link))
     }
 

@@ -58,7 +58,7 @@ impl BackgroundHash {
     }
 
     /// Queues `chunk`; waits while the thread is `HASH_LAG_BYTES` behind.
-    async fn update(&mut self, chunk: Bytes) -> Result<()> {
+    async fn update(&self, chunk: Bytes) -> Result<()> {
         let cost = u32::try_from(chunk.len().clamp(1, HASH_LAG_BYTES)).unwrap_or(u32::MAX);
         let permit = self
             .lag
@@ -325,7 +325,7 @@ impl Store {
             &session.secrets.tail,
         )
         .map_err(|_| StoreError::Integrity)?;
-        let mut hash = BackgroundHash::start(session.secrets.hash.clone());
+        let hash = BackgroundHash::start(session.secrets.hash.clone());
         let part_name = format!(
             "{:06}-{}",
             session.state.parts.len(),
