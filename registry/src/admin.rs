@@ -10,6 +10,11 @@
 //!   vault of the same provider). A versionless id turns automatic rotation on, a
 //!   versioned id pins that version. Nothing changes when it fails.
 //!
+//! - `POST /admin/v1/storage/sweep` `{"graceSecs": N}?`: removes now what interrupted
+//!   writes left behind (see `storage::Store::sweep`): data objects nothing names,
+//!   ended upload sessions and local staging files older than `N` seconds (default:
+//!   `storage.orphan_grace_secs`). Answers the sweep's report.
+//!
 //! Enabled only when an admin token is configured (`[admin] token`,
 //! `VALV_ADMIN_TOKEN`); requests carry it as `Authorization: Bearer <token>`, compared
 //! in constant time. Without a token, `/admin/*` does not exist (404). The admin API is
@@ -190,23 +195,89 @@ fn authorize(token: &str, req: &Request<Incoming>) -> Result<(), AdminError> {
     }
 }
 
+/// What an admin request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAction {
+    Show,
+    RotateKey,
+    Sweep,
+}
+
 /// The admin routes' entry point: `Err` only for "no such endpoint" (the admin API
 /// is disabled); every admin error is an `Ok` response in the admin error shape.
-pub async fn handle(app: &App, rotate: bool, req: Request<Incoming>) -> HandlerResult {
+pub async fn handle(app: &App, action: AdminAction, req: Request<Incoming>) -> HandlerResult {
     let Some(token) = app.admin.token.as_deref() else {
         return Err(crate::errors::no_such_endpoint());
     };
-    let result = match authorize(token, &req) {
-        Err(e) => Err(e),
-        Ok(()) if rotate => rotate_key(app, req).await,
-        Ok(()) => show(app, None).await,
+    if let Err(e) = authorize(token, &req) {
+        return Ok(e.response());
+    }
+    let result = match action {
+        AdminAction::Show => show(app, None).await.map(|v| serde_json::to_value(v)),
+        AdminAction::RotateKey => rotate_key(app, req).await.map(|v| serde_json::to_value(v)),
+        AdminAction::Sweep => sweep(app, req).await.map(|v| serde_json::to_value(v)),
     };
     Ok(match result {
-        Ok(view) => Reply::new(StatusCode::OK)
-            .json("application/json", &view)
+        Ok(Ok(json)) => Reply::new(StatusCode::OK)
+            .json("application/json", &json)
             .build(),
+        Ok(Err(e)) => AdminError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("cannot encode the response: {e}"),
+        )
+        .response(),
         Err(e) => e.response(),
     })
+}
+
+/// The body of a sweep request (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SweepRequest {
+    grace_secs: Option<u64>,
+}
+
+/// `POST /admin/v1/storage/sweep`.
+async fn sweep(app: &App, req: Request<Incoming>) -> Result<storage::SweepReport, AdminError> {
+    let body = read_body(req).await?;
+    let request: SweepRequest = if body.is_empty() {
+        SweepRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            AdminError::bad_request(
+                "InvalidRequestContent",
+                format!("expected {{\"graceSecs\": <seconds>}} or no body: {e}"),
+            )
+        })?
+    };
+    let grace = request
+        .grace_secs
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(app.settings.orphan_grace);
+    app.store.sweep(grace).await.map_err(store_failure)
+}
+
+/// The request body, at most `MAX_REQUEST_BYTES`.
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, AdminError> {
+    match collect_limited(
+        req.into_body(),
+        MAX_REQUEST_BYTES,
+        4 * MAX_REQUEST_BYTES as u64,
+        false,
+    )
+    .await
+    {
+        Ok(b) => Ok(b),
+        Err(CollectError::TooLarge) => Err(AdminError::bad_request(
+            "InvalidRequestContent",
+            format!("the request body is larger than {MAX_REQUEST_BYTES} bytes"),
+        )),
+        Err(CollectError::Body(e)) => Err(AdminError::bad_request(
+            "InvalidRequestContent",
+            format!("cannot read the request body: {e}"),
+        )),
+    }
 }
 
 /// `GET /admin/v1/encryption`.
@@ -275,28 +346,7 @@ pub fn view(
 
 /// `POST /admin/v1/encryption/rotate-key`.
 async fn rotate_key(app: &App, req: Request<Incoming>) -> Result<EncryptionView, AdminError> {
-    let body: Bytes = match collect_limited(
-        req.into_body(),
-        MAX_REQUEST_BYTES,
-        4 * MAX_REQUEST_BYTES as u64,
-        false,
-    )
-    .await
-    {
-        Ok(b) => b,
-        Err(CollectError::TooLarge) => {
-            return Err(AdminError::bad_request(
-                "InvalidRequestContent",
-                format!("the request body is larger than {MAX_REQUEST_BYTES} bytes"),
-            ))
-        }
-        Err(CollectError::Body(e)) => {
-            return Err(AdminError::bad_request(
-                "InvalidRequestContent",
-                format!("cannot read the request body: {e}"),
-            ))
-        }
-    };
+    let body = read_body(req).await?;
     let request: RotateRequest = serde_json::from_slice(&body).map_err(|e| {
         AdminError::bad_request(
             "InvalidRequestContent",

@@ -26,6 +26,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub header_read_timeout: Duration,
     pub max_manifest_bytes: usize,
+    /// What the crash cleanup leaves alone (`storage.orphan_grace_secs`).
+    pub orphan_grace: Duration,
 }
 
 impl Settings {
@@ -35,6 +37,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
             header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
             max_manifest_bytes: config.server.max_manifest_bytes,
+            orphan_grace: Duration::from_secs(config.storage.orphan_grace_secs),
         }
     }
 }
@@ -93,7 +96,7 @@ impl App {
         create_dir(&data_dir, "creating data directory")?;
 
         let (kek, key_id, source) = open_kek(config, &data_dir).await?;
-        let objects = open_objects(config, &data_dir)?;
+        let (objects, local_root) = open_objects(config, &data_dir)?;
         let store_config = storage::StoreConfig {
             reference_cache_ttl: std::time::Duration::from_millis(config.storage.tag_cache_ttl_ms),
             // Both backends built today are local (file://, memory://): a data-object
@@ -101,6 +104,7 @@ impl App {
             // part size x (parts in flight + 1), so 1 MiB parts hold 8 parallel pushes
             // to 24 MiB instead of 120 MiB.
             part_size: 1024 * 1024,
+            local_root,
             ..storage::StoreConfig::default()
         };
         let store = Store::open_with(objects, kek, &key_id, store_config).await?;
@@ -185,10 +189,16 @@ pub fn azure_kek(
     Ok(Arc::new(AzureKek::new(config, credential)))
 }
 
-fn open_objects(config: &Config, data_dir: &Path) -> Result<Arc<dyn ObjectStore>, StartError> {
+/// The object store, and its directory when it is the local filesystem.
+fn open_objects(
+    config: &Config,
+    data_dir: &Path,
+) -> Result<(Arc<dyn ObjectStore>, Option<PathBuf>), StartError> {
     let url = config.storage_url().map_err(StartError::Invalid)?;
     let dir = match url {
-        Some(StorageUrl::Memory) => return Ok(Arc::new(object_store::memory::InMemory::new())),
+        Some(StorageUrl::Memory) => {
+            return Ok((Arc::new(object_store::memory::InMemory::new()), None))
+        }
         Some(StorageUrl::File(dir)) => dir,
         None => data_dir.join("store"),
     };
@@ -200,7 +210,7 @@ fn open_objects(config: &Config, data_dir: &Path) -> Result<Arc<dyn ObjectStore>
             source,
         }
     })?;
-    Ok(Arc::new(fs))
+    Ok((Arc::new(fs), Some(dir)))
 }
 
 /// file:// key ids need absolute paths, and a relative data dir would silently change

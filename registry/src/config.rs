@@ -86,6 +86,11 @@ pub struct StorageConfig {
     /// this node are seen at once; another node's tag moves and deletes within this.
     /// 0 = look up every time.
     pub tag_cache_ttl_ms: u64,
+    /// What the crash cleanup (`storage::Store::sweep`, run at start and on the admin
+    /// API's request) leaves alone: anything written less than this many seconds ago,
+    /// so that writes in flight on any node are never touched. Also how long an ended
+    /// upload session keeps answering a repeated commit.
+    pub orphan_grace_secs: u64,
 }
 
 impl Default for StorageConfig {
@@ -94,6 +99,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./valv-data"),
             url: None,
             tag_cache_ttl_ms: 1000,
+            orphan_grace_secs: 3600,
         }
     }
 }
@@ -203,6 +209,7 @@ pub mod env {
     pub const ROTATION_POLL_INTERVAL: &str = "VALV_ROTATION_POLL_INTERVAL";
     pub const OUTAGE_GRACE: &str = "VALV_OUTAGE_GRACE";
     pub const TAG_CACHE_TTL_MS: &str = "VALV_TAG_CACHE_TTL_MS";
+    pub const ORPHAN_GRACE_SECS: &str = "VALV_ORPHAN_GRACE_SECS";
     pub const ADMIN_TOKEN: &str = "VALV_ADMIN_TOKEN";
 }
 
@@ -283,6 +290,9 @@ impl Config {
         }
         if let Some(v) = getenv(env::TAG_CACHE_TTL_MS) {
             self.storage.tag_cache_ttl_ms = number(env::TAG_CACHE_TTL_MS, &v)?;
+        }
+        if let Some(v) = getenv(env::ORPHAN_GRACE_SECS) {
+            self.storage.orphan_grace_secs = number(env::ORPHAN_GRACE_SECS, &v)?;
         }
         if let Some(v) = getenv(env::KEY_ID) {
             self.encryption.key_id = Some(v);

@@ -337,6 +337,10 @@ pub fn store_error(e: StoreError) -> ApiError {
             tracing::error!(%path, %reason, "stored metadata object is malformed");
             internal()
         }
+        StoreError::Internal(reason) => {
+            tracing::error!(%reason, "internal error in the store");
+            internal()
+        }
     }
 }
 

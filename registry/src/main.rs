@@ -69,6 +69,14 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         out.flush()?;
     }
     let app = Arc::new(app);
+    // Crash cleanup of what an earlier process left, beside serving: it never touches
+    // anything written within the grace period, so requests in flight are safe.
+    let sweeper = app.clone();
+    tokio::spawn(async move {
+        if let Err(e) = sweeper.store.sweep(sweeper.settings.orphan_grace).await {
+            tracing::warn!(error = %e, "the crash cleanup at start failed; it runs again at the next start or on request");
+        }
+    });
     let (stop_watcher, watcher_stopped) = tokio::sync::oneshot::channel::<()>();
     let watcher = tokio::spawn(valv::watcher::run(app.clone(), async {
         let _ = watcher_stopped.await;

@@ -20,6 +20,8 @@ pub enum Route {
     AdminEncryption,
     /// `POST /admin/v1/encryption/rotate-key`.
     AdminRotateKey,
+    /// `POST /admin/v1/storage/sweep`: crash cleanup now (see [`storage::Store::sweep`]).
+    AdminSweep,
     /// `GET /v2/`: API version check (end-1).
     ApiBase,
     /// `GET /v2/_catalog`.
@@ -93,6 +95,7 @@ enum Resource<'a> {
     Readyz,
     AdminEncryption,
     AdminRotateKey,
+    AdminSweep,
     ApiBase,
     Catalog,
     Tags(&'a str),
@@ -111,7 +114,7 @@ impl Resource<'_> {
             | Resource::AdminEncryption
             | Resource::Tags(_)
             | Resource::Referrers(..) => "GET",
-            Resource::AdminRotateKey => "POST",
+            Resource::AdminRotateKey | Resource::AdminSweep => "POST",
             Resource::Manifest(..) => "GET, HEAD, PUT, DELETE",
             Resource::Blob(..) => "GET, HEAD, DELETE",
             Resource::Uploads(_) => "POST",
@@ -139,6 +142,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, RouteError> {
         Resource::Readyz if get_or_head => Route::Readyz,
         Resource::AdminEncryption if *method == Method::GET => Route::AdminEncryption,
         Resource::AdminRotateKey if *method == Method::POST => Route::AdminRotateKey,
+        Resource::AdminSweep if *method == Method::POST => Route::AdminSweep,
         Resource::ApiBase if get_or_head => Route::ApiBase,
         Resource::Catalog if *method == Method::GET => Route::Catalog,
         Resource::Tags(name) if *method == Method::GET => Route::ListTags { repo: repo(name)? },
@@ -204,6 +208,7 @@ fn resource(path: &str) -> Option<Resource<'_>> {
         "/readyz" => return Some(Resource::Readyz),
         "/admin/v1/encryption" => return Some(Resource::AdminEncryption),
         "/admin/v1/encryption/rotate-key" => return Some(Resource::AdminRotateKey),
+        "/admin/v1/storage/sweep" => return Some(Resource::AdminSweep),
         "/v2" | "/v2/" => return Some(Resource::ApiBase),
         "/v2/_catalog" => return Some(Resource::Catalog),
         _ => {}

@@ -47,6 +47,10 @@ pub enum StoreError {
     /// The object store failed (I/O, network, permissions).
     #[error("object store failure: {0}")]
     Backend(#[source] object_store::Error),
+    /// A bug or a broken invariant inside valv (a worker thread died, a commit that
+    /// could not settle). Never caused by the client; logged with its reason.
+    #[error("internal error in the store: {0}")]
+    Internal(String),
     /// A stored metadata object (envelope, keyring, session, link) could not be parsed.
     /// Distinct from `Integrity`: the object is not valid JSON or has unknown fields.
     #[error("stored metadata object {path} is malformed: {reason}")]

@@ -7,6 +7,7 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
+use crate::admin::AdminAction;
 use crate::app::App;
 use crate::body::{self, Body};
 use crate::errors::{ApiError, ErrorCode};
@@ -44,6 +45,7 @@ pub async fn handle(app: &App, route: Route, req: Request<Incoming>) -> HandlerR
             | Route::ApiBase
             | Route::AdminEncryption
             | Route::AdminRotateKey
+            | Route::AdminSweep
     ) {
         app.keys.gate()?;
     }
@@ -51,8 +53,9 @@ pub async fn handle(app: &App, route: Route, req: Request<Incoming>) -> HandlerR
         Route::Healthz => Ok(base::healthz()),
         Route::Readyz => Ok(base::readyz(app)),
         Route::ApiBase => Ok(base::api_base()),
-        Route::AdminEncryption => crate::admin::handle(app, false, req).await,
-        Route::AdminRotateKey => crate::admin::handle(app, true, req).await,
+        Route::AdminEncryption => crate::admin::handle(app, AdminAction::Show, req).await,
+        Route::AdminRotateKey => crate::admin::handle(app, AdminAction::RotateKey, req).await,
+        Route::AdminSweep => crate::admin::handle(app, AdminAction::Sweep, req).await,
         Route::Catalog => base::catalog(app, &query).await,
         Route::ListTags { repo } => tags::list(app, &repo, &query).await,
         Route::Referrers { repo, digest } => tags::referrers(app, &repo, &digest, &query).await,

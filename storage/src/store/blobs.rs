@@ -32,25 +32,100 @@ impl Store {
     /// The envelope of `digest`; `BlobUnknown` when there is none, `Integrity` when it
     /// claims to be another blob's (a swapped envelope).
     pub(super) async fn load_envelope(&self, digest: &Digest) -> Result<Envelope> {
+        match self.load_envelope_raw(digest).await? {
+            Some((_, parsed)) => parsed,
+            None => Err(StoreError::BlobUnknown),
+        }
+    }
+
+    /// The stored bytes of `digest`'s envelope (`None` when there is none) and what
+    /// they parse to: `Corrupt` when they are not an envelope, `Integrity` when the
+    /// envelope is another blob's.
+    async fn load_envelope_raw(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<(bytes::Bytes, Result<Envelope>)>> {
         let path = ObjectPath::Envelope(digest).to_path();
         let bytes = match self.objects().get(&path).await {
             Ok(r) => r.bytes().await?,
-            Err(object_store::Error::NotFound { .. }) => return Err(StoreError::BlobUnknown),
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let envelope = Envelope::from_json(&bytes).map_err(|reason| StoreError::Corrupt {
-            path: path.to_string(),
-            reason,
-        })?;
-        if &envelope.digest != digest {
-            return Err(StoreError::Integrity);
-        }
-        Ok(envelope)
+        let parsed = match Envelope::from_json(&bytes) {
+            Ok(envelope) if &envelope.digest == digest => Ok(envelope),
+            Ok(_) => Err(StoreError::Integrity),
+            Err(reason) => Err(StoreError::Corrupt {
+                path: path.to_string(),
+                reason,
+            }),
+        };
+        Ok(Some((bytes, parsed)))
     }
 
-    /// Fails with `BlobUnknown` when no envelope exists.
+    /// What is stored at `digest`'s content address, judged without reading the body:
+    /// an intact blob is an envelope that opens under the keyring and whose every data
+    /// object is there, at least as long as the envelope says.
+    ///
+    /// Fails (rather than calling a blob broken) when the store is sealed or the
+    /// object store cannot answer: only what was positively seen damaged is `Broken`.
+    pub(super) async fn examine(&self, digest: &Digest) -> Result<Stored> {
+        let Some((bytes, parsed)) = self.load_envelope_raw(digest).await? else {
+            return Ok(Stored::Absent);
+        };
+        let envelope = match parsed {
+            Ok(envelope) => envelope,
+            Err(StoreError::Corrupt { .. } | StoreError::Integrity) => {
+                return Ok(Stored::Broken(bytes));
+            }
+            Err(e) => return Err(e),
+        };
+        let ring = self.keyring()?;
+        let opens = ring
+            .key(envelope.key_generation)
+            .ok()
+            .is_some_and(|rk| envelope.open(&rk).is_ok());
+        if !opens || !self.data_present(&envelope).await? {
+            return Ok(Stored::Broken(bytes));
+        }
+        Ok(Stored::Intact(envelope, bytes))
+    }
+
+    /// Whether every data object `envelope` names exists and holds at least the sealed
+    /// bytes the envelope records for it (bytes past them are never read).
+    pub(super) async fn data_present(&self, envelope: &Envelope) -> Result<bool> {
+        let lengths = sealed_part_lengths(envelope).ok_or(StoreError::Integrity)?;
+        let checks: Vec<(Path, u64)> = envelope
+            .parts
+            .iter()
+            .map(|part| Path::from(part.object.as_str()))
+            .zip(lengths)
+            .collect();
+        let present = futures::future::try_join_all(
+            checks
+                .into_iter()
+                .map(|(path, len)| holds_at_least(self.objects().clone(), path, len)),
+        )
+        .await?;
+        Ok(present.into_iter().all(|p| p))
+    }
+
+    /// The envelope of an intact blob: `BlobUnknown` when there is none or when what is
+    /// there is broken (logged, so that tampering or a lost data object is seen).
+    async fn intact_envelope(&self, digest: &Digest) -> Result<Envelope> {
+        match self.examine(digest).await? {
+            Stored::Intact(envelope, _) => Ok(envelope),
+            Stored::Absent => Err(StoreError::BlobUnknown),
+            Stored::Broken(_) => {
+                tracing::warn!(%digest, "the blob's envelope or data objects are damaged or missing; it answers as unknown until it is pushed again");
+                Err(StoreError::BlobUnknown)
+            }
+        }
+    }
+
+    /// Fails with `BlobUnknown` when no intact blob exists (no envelope, or one whose
+    /// data objects are missing or that does not open: a re-push repairs it).
     pub async fn stat_blob(&self, digest: &Digest) -> Result<BlobInfo> {
-        let envelope = self.load_envelope(digest).await?;
+        let envelope = self.intact_envelope(digest).await?;
         Ok(BlobInfo {
             digest: digest.clone(),
             size: envelope.size,
@@ -60,9 +135,19 @@ impl Store {
     /// Opens a blob for reading, optionally a range of it.
     ///
     /// Fails with `BlobUnknown`, `RangeNotSatisfiable`, or `Integrity` when the envelope
-    /// does not open. Integrity failures in segments surface in the stream.
+    /// does not open or a data object is missing or short. Integrity failures inside
+    /// segments surface in the stream.
     pub async fn read_blob(&self, digest: &Digest, range: Option<RangeSpec>) -> Result<BlobRead> {
-        let envelope = self.load_envelope(digest).await?;
+        // Missing or short data objects are found here, before the caller sends any
+        // header, rather than as a cut body.
+        let envelope = match self.examine(digest).await? {
+            Stored::Intact(envelope, _) => envelope,
+            Stored::Absent => return Err(StoreError::BlobUnknown),
+            Stored::Broken(_) => {
+                tracing::warn!(%digest, "the blob's envelope or data objects are damaged or missing");
+                return Err(StoreError::Integrity);
+            }
+        };
         let byte_range = match range {
             Some(spec) => resolve_range(spec, envelope.size)?,
             None => 0..envelope.size,
@@ -94,19 +179,11 @@ impl Store {
         let wanted = plan.sealed_range();
 
         // Lay the parts end to end in the sealed stream and cut the wanted range out of
-        // them. Every segment is full except the blob's very last one.
-        let total_segments = segment_count(envelope.size, envelope.segment_size);
-        let last_sealed = envelope.size - (total_segments - 1) * seg + 16;
+        // them.
+        let lengths = sealed_part_lengths(envelope).ok_or(StoreError::Integrity)?;
         let mut requests: Vec<(Path, Range<u64>)> = Vec::new();
         let mut part_start = 0u64;
-        let mut segments_before = 0u64;
-        for part in &envelope.parts {
-            let ends_blob = segments_before + part.segments == total_segments;
-            let len = if ends_blob && part.segments > 0 {
-                (part.segments - 1) * (seg + 16) + last_sealed
-            } else {
-                part.segments * (seg + 16)
-            };
+        for (part, len) in envelope.parts.iter().zip(lengths) {
             let part_end = part_start + len;
             let from = wanted.start.max(part_start);
             let to = wanted.end.min(part_end);
@@ -117,7 +194,6 @@ impl Store {
                 ));
             }
             part_start = part_end;
-            segments_before += part.segments;
         }
 
         let objects = self.objects().clone();
@@ -144,12 +220,30 @@ impl Store {
 
     /// Deletes the blob everywhere (envelope first, so it stops existing at once, then
     /// its data objects). Fails with `BlobUnknown`.
+    ///
+    /// Data objects are deleted only as named by an envelope that authenticated: an
+    /// envelope someone edited in the bucket could name another blob's data. A damaged
+    /// envelope is removed alone; its data, if any, is left to [`Store::sweep`].
     pub async fn delete_blob(&self, digest: &Digest) -> Result<()> {
-        let envelope = self.load_envelope(digest).await?;
+        let Some((_, parsed)) = self.load_envelope_raw(digest).await? else {
+            return Err(StoreError::BlobUnknown);
+        };
+        let authentic = match parsed {
+            Ok(envelope) => {
+                let ring = self.keyring()?;
+                let opens = ring
+                    .key(envelope.key_generation)
+                    .ok()
+                    .is_some_and(|rk| envelope.open(&rk).is_ok());
+                opens.then_some(envelope)
+            }
+            Err(StoreError::Corrupt { .. } | StoreError::Integrity) => None,
+            Err(e) => return Err(e),
+        };
         // A manifest is stored as a blob: its cached plaintext goes with it.
         self.manifest_cache().forget_content(digest);
         objects::delete(self.objects(), &ObjectPath::Envelope(digest).to_path()).await?;
-        for part in &envelope.parts {
+        for part in authentic.iter().flat_map(|e| &e.parts) {
             objects::delete(self.objects(), &Path::from(part.object.as_str())).await?;
         }
         Ok(())
@@ -236,6 +330,58 @@ impl Store {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct LayerLink {
     digest: Digest,
+}
+
+/// Whether the object at `path` exists with at least `len` bytes.
+async fn holds_at_least(
+    objects: std::sync::Arc<dyn ObjectStore>,
+    path: Path,
+    len: u64,
+) -> Result<bool> {
+    match objects.head(&path).await {
+        Ok(meta) => Ok(meta.size >= len),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(StoreError::Backend(e)),
+    }
+}
+
+/// What a content address holds, as [`Store::examine`] sees it.
+#[derive(Debug)]
+pub(super) enum Stored {
+    /// No envelope: the blob does not exist.
+    Absent,
+    /// An envelope that opens, with every data object present, and its stored bytes.
+    Intact(Envelope, bytes::Bytes),
+    /// An envelope that does not parse or open, or whose data objects are missing or
+    /// short: not a blob, and a new push of the digest replaces it. Holds the stored
+    /// bytes, so a replacement can check they did not change meanwhile.
+    Broken(bytes::Bytes),
+}
+
+/// The sealed length of each data object of `envelope`, in order: every segment is
+/// full except the blob's very last. `None` when the parts do not add up to the blob's
+/// segment count (an envelope that would not open anyway).
+pub(super) fn sealed_part_lengths(envelope: &Envelope) -> Option<Vec<u64>> {
+    let seg = u64::from(envelope.segment_size);
+    let tag = crate::crypto::TAG_LEN as u64;
+    let total_segments = segment_count(envelope.size, envelope.segment_size);
+    let last_sealed = envelope
+        .size
+        .checked_sub(total_segments.checked_sub(1)?.checked_mul(seg)?)?
+        + tag;
+    let mut segments_before = 0u64;
+    let mut lengths = Vec::with_capacity(envelope.parts.len());
+    for part in &envelope.parts {
+        let full = part.segments.checked_mul(seg + tag)?;
+        segments_before = segments_before.checked_add(part.segments)?;
+        let len = if segments_before == total_segments && part.segments > 0 {
+            full - (seg + tag) + last_sealed
+        } else {
+            full
+        };
+        lengths.push(len);
+    }
+    (segments_before == total_segments).then_some(lengths)
 }
 
 /// Reads longer than this many segments are decrypted ahead on their own task.

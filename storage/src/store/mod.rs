@@ -6,6 +6,7 @@
 //! - `manifests`: manifests, tags, referrers, the catalog.
 //! - `objects`: small typed helpers over the object store (JSON objects, create-only
 //!   puts, listing) shared by the others.
+//! - `sweep`: crash cleanup, removing what nothing names.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,9 +28,11 @@ mod cache;
 mod keys;
 mod manifests;
 mod objects;
+mod sweep;
 mod uploads;
 
 pub use keys::{RotateOutcome, RotationLease};
+pub use sweep::SweepReport;
 
 /// Plaintext coming out of the store: chunks of at most one segment, each yielded only
 /// after its segment authenticated. An `Err` item ends the stream.
@@ -53,6 +56,10 @@ pub struct StoreConfig {
     pub reference_cache_ttl: std::time::Duration,
     /// Memory for decrypted manifests kept by digest (dropped on revocation).
     pub manifest_cache_bytes: usize,
+    /// The directory of a local-filesystem object store, so [`Store::sweep`] can remove
+    /// the staging files of writes a crash cut short (`object_store` does not list
+    /// them). `None` for other backends.
+    pub local_root: Option<std::path::PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -63,6 +70,7 @@ impl Default for StoreConfig {
             max_parts_in_flight: 2,
             reference_cache_ttl: std::time::Duration::from_secs(1),
             manifest_cache_bytes: 4 * 1024 * 1024,
+            local_root: None,
         }
     }
 }

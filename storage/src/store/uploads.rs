@@ -10,6 +10,32 @@
 //! The plaintext tail (< one segment, held back because it is not yet known whether it
 //! ends the blob) and the running hash state are stored sealed in the state object,
 //! never in the clear.
+//!
+//! # Commit
+//! Every step that ends a session is itself a new state version, created with the
+//! same create-only put, so exactly one ending wins and nothing acts on data another
+//! step owns:
+//!
+//! 1. A commit verifies the digest, seals the last segment into a data object of its
+//!    own, and creates state `seq + 1` in phase `Committing { digest }` naming every
+//!    data object. A commit that loses this put deletes only the object it just wrote
+//!    and looks again: a `Committing` state of the same digest is a repeated commit.
+//! 2. Whoever holds a `Committing` state (the first commit, a concurrent duplicate,
+//!    a retry after a crash) finishes the same commit: it creates the envelope over
+//!    exactly those data objects unless an intact blob is already there, links the
+//!    blob, and removes the older state versions. Finishing is idempotent.
+//! 3. The `Committing` version is kept as the session's tombstone: appends, status and
+//!    cancel see it and answer `UploadUnknown`, and a stale request that loaded an
+//!    older version cannot create a version above it. [`Store::sweep`] removes it once
+//!    it is older than the grace period.
+//!
+//! Cancelling (or a digest mismatch) creates a `Cancelled` version the same way before
+//! deleting anything, so it can never delete data a commit has claimed.
+//!
+//! An envelope already at the digest decides by what it points to: the session's own
+//! data (a repeated commit) is kept as it is; another upload's intact blob makes this
+//! session's data garbage, deleted at once; a broken blob (damaged envelope, missing
+//! or short data objects) is replaced by this one.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -17,6 +43,7 @@ use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use serde::{Deserialize, Serialize};
 
+use super::blobs::Stored;
 use super::objects;
 use super::{BlobInfo, BodyStream, Store, UploadStatus};
 use crate::crypto::envelope::{DataPart, Envelope};
@@ -78,10 +105,7 @@ impl BackgroundHash {
 
 /// The hashing thread panicked (a bug): the append fails and commits nothing.
 fn hasher_lost() -> StoreError {
-    StoreError::Backend(object_store::Error::Generic {
-        store: "valv",
-        source: "the upload's hashing thread stopped".into(),
-    })
+    StoreError::Internal("the upload's hashing thread stopped".into())
 }
 
 /// The stored state of an upload session (one version of it).
@@ -111,7 +135,32 @@ struct SessionState {
     sealed: SealedBox,
     created: DateTime<Utc>,
     updated: DateTime<Utc>,
+    /// Where the session stands. States written before phases existed have none: open.
+    #[serde(default, skip_serializing_if = "Phase::is_open")]
+    phase: Phase,
 }
+
+/// How far a session is. Only an `Open` session takes appends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case", deny_unknown_fields)]
+enum Phase {
+    #[default]
+    Open,
+    /// The digest is verified and `parts` is final: the envelope of `digest` over
+    /// exactly those parts is being (or has been) created.
+    Committing { digest: Digest },
+    /// Cancelled or refused: its data is being deleted.
+    Cancelled,
+}
+
+impl Phase {
+    fn is_open(&self) -> bool {
+        matches!(self, Phase::Open)
+    }
+}
+
+/// Rounds a commit retries after losing a state put to a concurrent request.
+const COMMIT_ROUNDS: usize = 4;
 
 /// What is sealed inside a session state: the held-back tail and the hash state.
 struct SessionSecrets {
@@ -206,6 +255,7 @@ impl Store {
             nonce_prefix: keys.nonce_prefix.to_vec(),
             created: now,
             updated: now,
+            phase: Phase::Open,
         };
         // Upload ids are random (122 bits), so a collision is not a case to handle;
         // still, never overwrite an existing session.
@@ -283,7 +333,22 @@ impl Store {
         repo: &RepositoryName,
         id: &UploadId,
     ) -> Result<UploadStatus> {
-        Ok(self.load_session(repo, id).await?.state.status(id, repo))
+        Ok(self
+            .load_open_session(repo, id)
+            .await?
+            .state
+            .status(id, repo))
+    }
+
+    /// [`Store::load_session`] for a session that still takes data: a committed or
+    /// cancelled one is `UploadUnknown`.
+    async fn load_open_session(&self, repo: &RepositoryName, id: &UploadId) -> Result<Session> {
+        let session = self.load_session(repo, id).await?;
+        if session.state.phase.is_open() {
+            Ok(session)
+        } else {
+            Err(StoreError::UploadUnknown)
+        }
     }
 
     /// Appends `body` to the session. `start`, when given, must equal the session's
@@ -296,7 +361,7 @@ impl Store {
         start: Option<u64>,
         body: BodyStream<'_>,
     ) -> Result<UploadStatus> {
-        let session = self.load_session(repo, id).await?;
+        let session = self.load_open_session(repo, id).await?;
         let session = self.append(id, session, start, body).await?;
         Ok(session.state.status(id, repo))
     }
@@ -308,6 +373,9 @@ impl Store {
         start: Option<u64>,
         mut body: BodyStream<'_>,
     ) -> Result<Session> {
+        if !session.state.phase.is_open() {
+            return Err(StoreError::UploadUnknown);
+        }
         if let Some(start) = start {
             if start != session.state.offset {
                 return Err(StoreError::OffsetMismatch {
@@ -425,10 +493,7 @@ impl Store {
             if written {
                 objects::delete(self.objects(), &part_path).await?;
             }
-            let current = self
-                .objects_session_offset(id, &session.state.repository)
-                .await;
-            return Err(StoreError::OffsetMismatch { current });
+            return Err(self.lost_append(id, &session.state.repository).await);
         }
         // The old version is superseded; leaving it would be harmless but untidy.
         objects::delete(
@@ -446,20 +511,27 @@ impl Store {
         Ok(session)
     }
 
-    async fn objects_session_offset(&self, id: &UploadId, repo: &str) -> u64 {
-        match repo.parse::<RepositoryName>() {
-            Ok(repo) => self
-                .upload_status(&repo, id)
-                .await
-                .map(|s| s.offset)
-                .unwrap_or(0),
-            Err(_) => 0,
+    /// Why an append lost its state put: the session moved on (`OffsetMismatch` with
+    /// where it is now) or ended (`UploadUnknown`).
+    async fn lost_append(&self, id: &UploadId, repo: &str) -> StoreError {
+        let Ok(repo) = repo.parse::<RepositoryName>() else {
+            return StoreError::UploadUnknown;
+        };
+        match self.load_open_session(&repo, id).await {
+            Ok(s) => StoreError::OffsetMismatch {
+                current: s.state.offset,
+            },
+            Err(e) => e,
         }
     }
 
     /// Finishes the session: appends `last` if given, verifies `digest`, commits the blob
     /// and links it into `repo`. On `DigestMismatch` nothing is stored and the session
-    /// is removed. Idempotent when the blob already exists.
+    /// is removed.
+    ///
+    /// Idempotent: a repeated commit of the same session and digest (concurrent, or
+    /// re-sent after a crash) answers as the first did and never touches the committed
+    /// data; a commit of another digest after the first is `UploadUnknown`.
     pub async fn finish_upload(
         &self,
         repo: &RepositoryName,
@@ -468,19 +540,66 @@ impl Store {
         last: Option<(Option<u64>, BodyStream<'_>)>,
     ) -> Result<BlobInfo> {
         let mut session = self.load_session(repo, id).await?;
-        if let Some((start, body)) = last {
-            session = self.append(id, session, start, body).await?;
+        if let (Some((start, body)), Phase::Open) = (last, &session.state.phase) {
+            session = match self.append(id, session, start, body).await {
+                Ok(session) => session,
+                // A duplicate of this request may have appended the same last chunk
+                // first: then the session already holds exactly `digest`'s bytes, or
+                // has committed them.
+                Err(e @ (StoreError::OffsetMismatch { .. } | StoreError::UploadUnknown)) => {
+                    let again = self.load_session(repo, id).await?;
+                    if !holds(&again, digest) {
+                        return Err(e);
+                    }
+                    again
+                }
+                Err(e) => return Err(e),
+            };
         }
+        for _ in 0..COMMIT_ROUNDS {
+            match &session.state.phase {
+                Phase::Committing { digest: committed } => {
+                    let info = self.complete_commit(repo, id, &session, true).await?;
+                    return if committed == digest {
+                        Ok(info)
+                    } else {
+                        Err(StoreError::UploadUnknown)
+                    };
+                }
+                Phase::Cancelled => return Err(StoreError::UploadUnknown),
+                Phase::Open => {}
+            }
+            match self.begin_commit(id, session, digest).await? {
+                Some(committing) => {
+                    return self.complete_commit(repo, id, &committing, false).await;
+                }
+                // Another request created the next state first: look again.
+                None => session = self.load_session(repo, id).await?,
+            }
+        }
+        Err(StoreError::OffsetMismatch {
+            current: session.state.offset,
+        })
+    }
+
+    /// Step 1 of a commit (module docs): verifies `digest`, seals the last segment and
+    /// creates the `Committing` state. `None` when another request created the next
+    /// state version first (this call's data object is deleted again).
+    async fn begin_commit(
+        &self,
+        id: &UploadId,
+        session: Session,
+        digest: &Digest,
+    ) -> Result<Option<Session>> {
         let Session {
+            seq,
             state,
             keys,
             secrets,
-            ..
-        } = session;
-        let size = state.offset;
-
+        } = &session;
+        let seq = *seq;
         if secrets.hash.algorithm() == digest.algorithm() && &secrets.hash.digest() != digest {
-            self.discard_session(id, &state).await?;
+            self.discard_session(id, &session).await?;
             return Err(StoreError::DigestMismatch);
         }
 
@@ -499,63 +618,187 @@ impl Store {
         self.objects()
             .put(&part_path, PutPayload::from(final_segment))
             .await?;
-        let mut parts = state.parts.clone();
-        parts.push(DataPart {
+        let mut next = state.clone();
+        next.parts.push(DataPart {
             object: part_path.to_string(),
             segments: 1,
         });
-
-        let (generation, rk) = self.keyring()?.active();
-        let envelope = Envelope::seal(&rk, generation, &keys, digest.clone(), size, parts);
+        next.phase = Phase::Committing {
+            digest: digest.clone(),
+        };
+        next.updated = Utc::now();
 
         // A digest of another algorithm than the one hashed while streaming (sha512 on
         // a chunked upload) is verified by reading the sealed data back.
         if secrets.hash.algorithm() != digest.algorithm()
-            && !self.verify_by_reading(&envelope, digest).await?
+            && !self
+                .verify_by_reading(&self.session_envelope(&next, keys, digest)?, digest)
+                .await?
         {
-            self.discard_session(id, &state).await?;
+            objects::delete(self.objects(), &part_path).await?;
+            self.discard_session(id, &session).await?;
             return Err(StoreError::DigestMismatch);
         }
 
-        let created = objects::create(
+        let created = objects::create_json(
             self.objects(),
-            &ObjectPath::Envelope(digest).to_path(),
-            PutPayload::from(envelope.to_json()),
+            &ObjectPath::UploadState { id, seq: seq + 1 }.to_path(),
+            &next,
         )
-        .await?;
-        if created {
-            self.remove_unreferenced_parts(&state.blob, &envelope)
-                .await?;
-        } else {
-            // The blob was committed by someone else (a concurrent or earlier push of the
-            // same content): keep theirs, remove ours, so no orphan remains.
-            objects::delete_all(
-                self.objects(),
-                &ObjectPath::DataDir { blob: &state.blob }.to_path(),
-            )
-            .await?;
+        .await;
+        match created {
+            Ok(true) => Ok(Some(Session {
+                seq: seq + 1,
+                state: next,
+                ..session
+            })),
+            // Nothing references the object this call wrote: it alone may delete it.
+            Ok(false) => {
+                objects::delete(self.objects(), &part_path).await?;
+                Ok(None)
+            }
+            Err(e) => {
+                let _ = objects::delete(self.objects(), &part_path).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The envelope of a `Committing` session's blob, sealed under the active key.
+    fn session_envelope(
+        &self,
+        state: &SessionState,
+        keys: &BlobKeys,
+        digest: &Digest,
+    ) -> Result<Envelope> {
+        let (generation, rk) = self.keyring()?.active();
+        Ok(Envelope::seal(
+            &rk,
+            generation,
+            keys,
+            digest.clone(),
+            state.offset,
+            state.parts.clone(),
+        ))
+    }
+
+    /// Step 2 of a commit (module docs), for a session in `Committing`: makes sure an
+    /// intact blob is at the digest, links it, and tidies the session. `resumed` when
+    /// this call did not write the `Committing` state itself (its data may be gone).
+    ///
+    /// Fails with `UploadUnknown` when the session's data is gone and no blob is there
+    /// (the blob was deleted after the first commit answered).
+    async fn complete_commit(
+        &self,
+        repo: &RepositoryName,
+        id: &UploadId,
+        session: &Session,
+        resumed: bool,
+    ) -> Result<BlobInfo> {
+        let state = &session.state;
+        let Phase::Committing { digest } = &state.phase else {
+            return Err(StoreError::UploadUnknown);
+        };
+        let ours = self.session_envelope(state, &session.keys, digest)?;
+        let mut committed = false;
+        for _ in 0..COMMIT_ROUNDS {
+            // Another upload's blob is deferred to only once it has been read back
+            // whole (authenticated, hashing to the digest); the session's own commit
+            // needs no second look.
+            let stored = match self.examine(digest).await? {
+                Stored::Intact(existing, raw) if !names_only(&existing, &state.blob) => {
+                    self.read_back(existing, raw, digest).await?
+                }
+                other => other,
+            };
+            match stored {
+                Stored::Intact(existing, _) => {
+                    if names_only(&existing, &state.blob) {
+                        self.remove_unnamed_parts(&state.blob, &existing).await?;
+                    } else {
+                        // Another upload's blob: this session's data is garbage, and
+                        // no envelope names it.
+                        objects::delete_all(
+                            self.objects(),
+                            &ObjectPath::DataDir { blob: &state.blob }.to_path(),
+                        )
+                        .await?;
+                    }
+                    committed = true;
+                    break;
+                }
+                Stored::Absent => {
+                    if resumed && !self.data_present(&ours).await? {
+                        self.forget_session(id).await?;
+                        return Err(StoreError::UploadUnknown);
+                    }
+                    if objects::create(
+                        self.objects(),
+                        &ObjectPath::Envelope(digest).to_path(),
+                        PutPayload::from(ours.to_json()),
+                    )
+                    .await?
+                    {
+                        self.remove_unnamed_parts(&state.blob, &ours).await?;
+                        committed = true;
+                        break;
+                    }
+                }
+                Stored::Broken(old) => {
+                    if !self.data_present(&ours).await? {
+                        self.forget_session(id).await?;
+                        return Err(StoreError::UploadUnknown);
+                    }
+                    if self.replace_broken(digest, &old, &ours).await? {
+                        self.remove_unnamed_parts(&state.blob, &ours).await?;
+                        committed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if !committed {
+            return Err(StoreError::Internal(
+                "the blob's envelope kept changing during the commit".into(),
+            ));
         }
         self.write_link(repo, digest).await?;
-        objects::delete_all(self.objects(), &ObjectPath::UploadDir(id).to_path()).await?;
+        // Everything below the Committing version is superseded; the version itself
+        // stays as the tombstone (module docs).
+        for path in objects::list(self.objects(), &ObjectPath::UploadDir(id).to_path()).await? {
+            if sequence_of(&path).is_some_and(|s| s < session.seq) {
+                objects::delete(self.objects(), &path).await?;
+            }
+        }
         Ok(BlobInfo {
             digest: digest.clone(),
-            size,
+            size: state.offset,
         })
     }
 
-    /// Reads a sealed-but-uncommitted blob back and checks its digest.
-    async fn verify_by_reading(&self, envelope: &Envelope, digest: &Digest) -> Result<bool> {
-        let mut hash = ResumableHash::new(digest.algorithm());
-        let mut stream = self.read_envelope(envelope, 0..envelope.size)?;
-        while let Some(chunk) = stream.next().await {
-            hash.update(&chunk?);
+    /// Replaces the broken envelope `old` (its exact stored bytes) at `digest` with
+    /// `new`. `false` when the stored envelope is no longer `old` (someone else
+    /// replaced or deleted it: look again). Object stores offer no conditional delete,
+    /// so the check before the delete narrows, not closes, the window in which two
+    /// repairs race; the loser's blob then replaces the winner's, equally intact.
+    async fn replace_broken(&self, digest: &Digest, old: &Bytes, new: &Envelope) -> Result<bool> {
+        match self.examine(digest).await? {
+            Stored::Broken(now) if &now == old => {}
+            _ => return Ok(false),
         }
-        Ok(&hash.digest() == digest)
+        tracing::warn!(%digest, "replacing a damaged blob with a new push of the same content");
+        self.manifest_cache().forget_content(digest);
+        let path = ObjectPath::Envelope(digest).to_path();
+        objects::delete(self.objects(), &path).await?;
+        objects::create(self.objects(), &path, PutPayload::from(new.to_json())).await
     }
 
-    /// Data objects in the blob's directory that the envelope does not reference were
-    /// left by appends that crashed before their state commit.
-    async fn remove_unreferenced_parts(&self, blob: &str, envelope: &Envelope) -> Result<()> {
+    /// Deletes the data objects in `blob`'s directory that `envelope` (this session's
+    /// own commit) does not name: left by appends or duplicate commits that lost their
+    /// state put, or were killed before deleting what they wrote. Safe because the
+    /// directory belongs to this session alone and the session has ended: no later
+    /// version can name them (module docs).
+    async fn remove_unnamed_parts(&self, blob: &str, envelope: &Envelope) -> Result<()> {
         for path in objects::list(self.objects(), &ObjectPath::DataDir { blob }.to_path()).await? {
             if !envelope.parts.iter().any(|p| p.object == path.as_ref()) {
                 objects::delete(self.objects(), &path).await?;
@@ -564,21 +807,81 @@ impl Store {
         Ok(())
     }
 
-    async fn discard_session(&self, id: &UploadId, state: &SessionState) -> Result<()> {
-        // Session state first: once it is gone the session is unknown, and whatever
-        // data remains is unreachable garbage rather than a half-cancelled session.
-        objects::delete_all(self.objects(), &ObjectPath::UploadDir(id).to_path()).await?;
-        objects::delete_all(
-            self.objects(),
-            &ObjectPath::DataDir { blob: &state.blob }.to_path(),
-        )
-        .await
+    /// An intact-looking blob read back whole: still `Intact` when every segment
+    /// authenticates and the plaintext hashes to `digest`, else `Broken`.
+    async fn read_back(&self, envelope: Envelope, raw: Bytes, digest: &Digest) -> Result<Stored> {
+        Ok(if self.verify_by_reading(&envelope, digest).await? {
+            Stored::Intact(envelope, raw)
+        } else {
+            Stored::Broken(raw)
+        })
     }
 
-    /// Cancels the session and deletes everything it wrote. Fails with `UploadUnknown`.
+    /// Reads a sealed blob back and checks its digest: `false` on a mismatch or when a
+    /// segment fails authentication.
+    async fn verify_by_reading(&self, envelope: &Envelope, digest: &Digest) -> Result<bool> {
+        let mut hash = ResumableHash::new(digest.algorithm());
+        let mut stream = self.read_envelope(envelope, 0..envelope.size)?;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => hash.update(&chunk),
+                Err(StoreError::Integrity) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(&hash.digest() == digest)
+    }
+
+    /// Ends an `Open` session and deletes its data: creates a `Cancelled` version first,
+    /// so that a concurrent commit either wins that put (and keeps its data) or sees
+    /// the session cancelled. Returns whether this call cancelled it.
+    async fn discard_session(&self, id: &UploadId, session: &Session) -> Result<bool> {
+        if !session.state.phase.is_open() {
+            return Ok(false);
+        }
+        let mut cancelled = session.state.clone();
+        cancelled.phase = Phase::Cancelled;
+        cancelled.updated = Utc::now();
+        if !objects::create_json(
+            self.objects(),
+            &ObjectPath::UploadState {
+                id,
+                seq: session.seq + 1,
+            }
+            .to_path(),
+            &cancelled,
+        )
+        .await?
+        {
+            return Ok(false);
+        }
+        objects::delete_all(
+            self.objects(),
+            &ObjectPath::DataDir {
+                blob: &session.state.blob,
+            }
+            .to_path(),
+        )
+        .await?;
+        self.forget_session(id).await?;
+        Ok(true)
+    }
+
+    /// Removes every state version of a session whose data is gone or owned elsewhere.
+    async fn forget_session(&self, id: &UploadId) -> Result<()> {
+        objects::delete_all(self.objects(), &ObjectPath::UploadDir(id).to_path()).await
+    }
+
+    /// Cancels the session and deletes everything it wrote. Fails with `UploadUnknown`
+    /// for an unknown, committed or already cancelled session.
     pub async fn cancel_upload(&self, repo: &RepositoryName, id: &UploadId) -> Result<()> {
-        let session = self.load_session(repo, id).await?;
-        self.discard_session(id, &session.state).await
+        for _ in 0..COMMIT_ROUNDS {
+            let session = self.load_open_session(repo, id).await?;
+            if self.discard_session(id, &session).await? {
+                return Ok(());
+            }
+        }
+        Err(StoreError::UploadUnknown)
     }
 
     /// A whole blob in one call (monolithic push): create, append, finish.
@@ -597,26 +900,71 @@ impl Store {
             Err(e) => {
                 // The session is private to this call: nothing may survive a failure.
                 if let Ok(session) = self.load_session(repo, &status.id).await {
-                    self.discard_session(&status.id, &session.state).await?;
+                    self.discard_session(&status.id, &session).await?;
                 }
                 Err(e)
             }
         }
     }
 
-    /// Stores small content (a manifest) as a blob, unless it already exists.
+    /// Stores small content (a manifest) as a blob, unless an intact blob of the same
+    /// digest already exists (a broken one is replaced). The caller has verified that
+    /// `bytes` hash to `digest`.
     pub(super) async fn put_small_blob(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
-        if objects::exists(self.objects(), &ObjectPath::Envelope(digest).to_path()).await? {
-            return Ok(());
+        let mut ours: Option<(object_store::path::Path, Envelope)> = None;
+        for _ in 0..COMMIT_ROUNDS {
+            let stored = match self.examine(digest).await? {
+                Stored::Intact(existing, raw) => self.read_back(existing, raw, digest).await?,
+                other => other,
+            };
+            if let Stored::Intact(..) = stored {
+                // Another writer's blob is there: ours, if written, is named by nothing.
+                if let Some((part_path, _)) = &ours {
+                    objects::delete(self.objects(), part_path).await?;
+                }
+                return Ok(());
+            }
+            if ours.is_none() {
+                ours = Some(self.seal_small(digest, &bytes).await?);
+            }
+            let Some((_, envelope)) = ours.as_ref() else {
+                return Err(StoreError::Internal("sealed content went missing".into()));
+            };
+            let done = match stored {
+                Stored::Broken(old) => self.replace_broken(digest, &old, envelope).await?,
+                _ => {
+                    objects::create(
+                        self.objects(),
+                        &ObjectPath::Envelope(digest).to_path(),
+                        PutPayload::from(envelope.to_json()),
+                    )
+                    .await?
+                }
+            };
+            if done {
+                return Ok(());
+            }
         }
+        Err(StoreError::Internal(
+            "the blob's envelope kept changing while storing it".into(),
+        ))
+    }
+
+    /// Seals `bytes` into one data object of a fresh blob and returns its path and the
+    /// envelope that would commit it (not yet written).
+    async fn seal_small(
+        &self,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<(object_store::path::Path, Envelope)> {
         let keys = BlobKeys::generate(self.inner.config.segment_size);
         let blob = objects::random_hex(16);
         let mut sealer = Sealer::new(keys.cipher(), keys.segment_size, 0, &[]);
         let mut segments = Vec::new();
-        sealer.push(&bytes, &mut segments);
+        sealer.push(bytes, &mut segments);
         segments.push(sealer.finish());
         let count = segments.len() as u64;
-        let mut sealed = Vec::with_capacity(bytes.len() + 16 * segments.len());
+        let mut sealed = Vec::with_capacity(bytes.len() + crate::crypto::TAG_LEN * segments.len());
         for s in segments {
             sealed.extend_from_slice(&s);
         }
@@ -640,15 +988,43 @@ impl Store {
                 segments: count,
             }],
         );
-        if !objects::create(
-            self.objects(),
-            &ObjectPath::Envelope(digest).to_path(),
-            PutPayload::from(envelope.to_json()),
-        )
-        .await?
-        {
-            objects::delete(self.objects(), &part_path).await?;
-        }
-        Ok(())
+        Ok((part_path, envelope))
     }
+}
+
+/// Whether `session` already holds exactly `digest`'s content: committing it, or open
+/// with everything received hashing to it.
+fn holds(session: &Session, digest: &Digest) -> bool {
+    match &session.state.phase {
+        Phase::Committing { digest: d } => d == digest,
+        Phase::Open => {
+            session.secrets.hash.algorithm() == digest.algorithm()
+                && &session.secrets.hash.digest() == digest
+        }
+        Phase::Cancelled => false,
+    }
+}
+
+/// Whether every data object `envelope` names lies in the data directory of `blob`:
+/// then it is the envelope of that session's own commit.
+fn names_only(envelope: &Envelope, blob: &str) -> bool {
+    let dir = format!("{}/", ObjectPath::DataDir { blob }.to_path());
+    !envelope.parts.is_empty() && envelope.parts.iter().all(|p| p.object.starts_with(&dir))
+}
+
+/// The data directory a stored session state writes to, and what the sweep does with
+/// the session: ended (`Committing`, `Cancelled`) before `cutoff` means remove.
+/// `None` when the bytes are not a session state.
+pub(super) fn session_fate(
+    bytes: &[u8],
+    cutoff: DateTime<Utc>,
+) -> Option<(String, super::sweep::Fate)> {
+    use super::sweep::Fate;
+    let state: SessionState = serde_json::from_slice(bytes).ok()?;
+    let fate = match state.phase {
+        Phase::Open => Fate::Keep,
+        Phase::Committing { .. } | Phase::Cancelled if state.updated < cutoff => Fate::Remove,
+        Phase::Committing { .. } | Phase::Cancelled => Fate::Keep,
+    };
+    Some((state.blob, fate))
 }

@@ -1,0 +1,248 @@
+//! Crash cleanup: what a killed process or a lost race left behind, found and removed.
+//!
+//! A process killed mid-request can leave three kinds of garbage, none of which any
+//! blob or session points to:
+//! - data objects of an append or commit that never reached its state put,
+//! - the state of a session that ended (`Committing` tombstones, `Cancelled` states
+//!   whose deletion was cut short) once the grace period is over,
+//! - on the local filesystem, the staging files (`<path>#<n>`) of writes cut short,
+//!   which `object_store` hides from listings.
+//!
+//! The sweep only ever deletes what nothing names. It keeps every object that an
+//! envelope or a live session names, and everything written after `now - grace`, so
+//! writes in flight on any node (a data object is written before the state or envelope
+//! that names it) are never touched. It deletes no path it read from an envelope: it
+//! reads envelopes only to learn what to keep, so a forged envelope can make it keep
+//! garbage, never delete content.
+//!
+//! Cost: one listing of `blobs/`, `uploads/` and `data/`, one GET per envelope and
+//! per session. It runs at start in the background and on request (admin API); the
+//! garbage collector of a later issue replaces it with an incremental one.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+
+use super::uploads::session_fate;
+use super::{objects, Store};
+use crate::crypto::envelope::Envelope;
+use crate::paths::{sequence_of, ObjectPath};
+use crate::{Result, StoreError};
+
+/// What one sweep found and removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SweepReport {
+    /// Envelopes read to learn which data objects are in use.
+    pub envelopes: u64,
+    /// Upload sessions seen, and how many of them were ended and removed.
+    pub sessions: u64,
+    pub sessions_removed: u64,
+    /// Data objects named by nothing and older than the grace period, removed.
+    pub data_objects_removed: u64,
+    /// Local staging files of cut-short writes, removed.
+    pub staging_files_removed: u64,
+    /// Bytes freed by the two above.
+    pub bytes_removed: u64,
+}
+
+/// What the sweep does with one upload session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fate {
+    /// Open, or ended within the grace period: its data directory is in use.
+    Keep,
+    /// Ended before the grace period: remove its state; its data is kept only if an
+    /// envelope names it.
+    Remove,
+}
+
+impl Store {
+    /// Removes what crashed or losing writers left behind (module docs): data objects
+    /// no envelope or live session names, ended sessions, and local staging files,
+    /// each only if written before `now - grace`.
+    ///
+    /// Fails, deleting nothing more, when a listing or a read fails: an object it could
+    /// not judge is never deleted.
+    pub async fn sweep(&self, grace: Duration) -> Result<SweepReport> {
+        let started = Utc::now();
+        let cutoff = started - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        let mut report = SweepReport::default();
+
+        // 1. Everything an envelope names is in use. Read first: a commit that lands
+        //    after this listing still has its session (step 2) or is newer than the
+        //    cutoff (step 3).
+        let mut named: HashSet<String> = HashSet::new();
+        let envelopes = list_meta(self.objects(), "blobs").await?;
+        for meta in envelopes
+            .iter()
+            .filter(|m| m.location.filename() == Some("envelope"))
+        {
+            report.envelopes += 1;
+            let Some(bytes) = get_bytes(self.objects(), &meta.location).await? else {
+                continue;
+            };
+            // A damaged envelope names nothing usable; its data (if any) is garbage.
+            if let Ok(envelope) = Envelope::from_json(&bytes) {
+                named.extend(envelope.parts.into_iter().map(|p| p.object));
+            }
+        }
+
+        // 2. Sessions: the newest state of each decides.
+        let mut newest: BTreeMap<String, (u64, Path)> = BTreeMap::new();
+        for meta in list_meta(self.objects(), "uploads").await? {
+            let Some(seq) = sequence_of(&meta.location) else {
+                continue;
+            };
+            let Some(dir) = parent(&meta.location) else {
+                continue;
+            };
+            let entry = newest.entry(dir).or_insert((seq, meta.location.clone()));
+            if seq > entry.0 {
+                *entry = (seq, meta.location.clone());
+            }
+        }
+        let mut live_dirs: HashSet<String> = HashSet::new();
+        for (dir, (_, path)) in newest {
+            report.sessions += 1;
+            let Some(bytes) = get_bytes(self.objects(), &path).await? else {
+                continue;
+            };
+            let Some((blob, fate)) = session_fate(&bytes, cutoff) else {
+                // Unreadable state: leave it and whatever it might name.
+                tracing::warn!(%path, "sweep: upload session state does not parse; left alone");
+                continue;
+            };
+            match fate {
+                Fate::Keep => {
+                    live_dirs.insert(format!("{}", ObjectPath::DataDir { blob: &blob }.to_path()));
+                }
+                Fate::Remove => {
+                    objects::delete_all(self.objects(), &Path::from(dir)).await?;
+                    report.sessions_removed += 1;
+                }
+            }
+        }
+
+        // 3. Data objects named by nothing, older than the cutoff.
+        for meta in list_meta(self.objects(), "data").await? {
+            let path = meta.location.to_string();
+            let in_live_session = parent(&meta.location).is_some_and(|d| live_dirs.contains(&d));
+            if named.contains(&path) || in_live_session || meta.last_modified >= cutoff {
+                continue;
+            }
+            objects::delete(self.objects(), &meta.location).await?;
+            report.data_objects_removed += 1;
+            report.bytes_removed += meta.size;
+        }
+
+        // 4. Local staging files.
+        if let Some(root) = self.inner.config.local_root.clone() {
+            let cutoff = std::time::SystemTime::from(cutoff);
+            let (files, bytes) = tokio::task::spawn_blocking(move || remove_staging(&root, cutoff))
+                .await
+                .map_err(|e| StoreError::Internal(format!("sweep of staging files: {e}")))?
+                .map_err(|e| StoreError::Internal(format!("sweep of staging files: {e}")))?;
+            report.staging_files_removed = files;
+            report.bytes_removed += bytes;
+        }
+        if report.data_objects_removed + report.sessions_removed + report.staging_files_removed > 0
+        {
+            tracing::info!(?report, "sweep removed what interrupted writes left behind");
+        }
+        Ok(report)
+    }
+}
+
+async fn list_meta(
+    objects: &std::sync::Arc<dyn ObjectStore>,
+    prefix: &str,
+) -> Result<Vec<ObjectMeta>> {
+    Ok(objects
+        .list(Some(&Path::from(prefix)))
+        .try_collect()
+        .await?)
+}
+
+async fn get_bytes(
+    objects: &std::sync::Arc<dyn ObjectStore>,
+    path: &Path,
+) -> Result<Option<bytes::Bytes>> {
+    match objects.get(path).await {
+        Ok(r) => Ok(Some(r.bytes().await?)),
+        // Deleted since the listing (a session that ended, a blob deleted).
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The path of the directory holding `path`.
+fn parent(path: &Path) -> Option<String> {
+    path.as_ref()
+        .rsplit_once('/')
+        .map(|(dir, _)| dir.to_owned())
+}
+
+/// Whether a file name is an `object_store` local staging file: `<name>#<digits>`.
+fn is_staging(name: &str) -> bool {
+    name.rsplit_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes staging files under `root` last modified before `cutoff`. Returns how many
+/// and their bytes.
+fn remove_staging(
+    root: &std::path::Path,
+    cutoff: std::time::SystemTime,
+) -> std::io::Result<(u64, u64)> {
+    let mut files = 0;
+    let mut bytes = 0;
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                dirs.push(entry.path());
+                continue;
+            }
+            if !kind.is_file() || !entry.file_name().to_str().is_some_and(is_staging) {
+                continue;
+            }
+            let meta = entry.metadata()?;
+            if meta.modified()? >= cutoff {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    files += 1;
+                    bytes += meta.len();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok((files, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_names_are_recognised() {
+        assert!(is_staging("000001-abcd#1"));
+        assert!(is_staging("envelope#12"));
+        assert!(!is_staging("envelope"));
+        assert!(!is_staging("a#b"));
+        assert!(!is_staging("a#"));
+    }
+}
