@@ -69,12 +69,22 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         out.flush()?;
     }
     let app = Arc::new(app);
-    // Crash cleanup of what an earlier process left, beside serving: it never touches
-    // anything written within the grace period, so requests in flight are safe.
+    // Crash cleanup of what an earlier process left, beside serving (it never touches
+    // anything written within the grace period, so requests in flight are safe), then
+    // the records of ended upload sessions, as they pass the grace period.
     let sweeper = app.clone();
-    tokio::spawn(async move {
-        if let Err(e) = sweeper.store.sweep(sweeper.settings.orphan_grace).await {
+    let sweeps = tokio::spawn(async move {
+        let grace = sweeper.settings.orphan_grace;
+        if let Err(e) = sweeper.store.sweep(grace).await {
             tracing::warn!(error = %e, "the crash cleanup at start failed; it runs again at the next start or on request");
+        }
+        let mut every = tokio::time::interval((grace / 4).max(std::time::Duration::from_secs(60)));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            if let Err(e) = sweeper.store.sweep_sessions(grace).await {
+                tracing::warn!(error = %e, "removing ended upload sessions failed; retried at the next interval");
+            }
         }
     });
     let (stop_watcher, watcher_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -84,6 +94,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let served = valv::server::run(listener, app, shutdown_signal()).await;
     let _ = stop_watcher.send(());
     let _ = watcher.await;
+    sweeps.abort();
     served?;
     tracing::info!("stopped");
     Ok(())

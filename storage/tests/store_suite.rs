@@ -49,6 +49,8 @@ async fn run_suite(objects: Arc<dyn ObjectStore>) {
             Err(e) => panic!("delete {d}: {e}"),
         }
     }
+    // Committed sessions leave a commit record until the sweep; after it, nothing.
+    store.sweep(std::time::Duration::ZERO).await.expect("sweep");
     let all = all_objects(&objects).await;
     assert_eq!(
         expected_leftovers(&all),
@@ -202,11 +204,19 @@ async fn uploads_resume_across_reopen(
         .expect("finish");
     assert_eq!(info.size, total as u64);
     assert_eq!(read_all(&store, &digest).await, data);
+    // The session is over: one commit record remains until the sweep.
+    let records = objects_under(objects, &format!("uploads/{id}")).await;
+    assert_eq!(
+        records.len(),
+        1,
+        "only the commit record remains: {records:?}"
+    );
     assert!(
-        objects_under(objects, &format!("uploads/{id}"))
+        !open_sessions(objects)
             .await
-            .is_empty(),
-        "session state removed"
+            .iter()
+            .any(|d| d.ends_with(id.as_str())),
+        "the session is no longer open"
     );
     assert!(matches!(
         store.upload_status(&r, &id).await,
@@ -335,7 +345,7 @@ async fn wrong_offset_and_digest_and_cancel(objects: &Arc<dyn ObjectStore>, key:
         "no data objects after a digest mismatch"
     );
     assert!(
-        objects_under(objects, "uploads/").await.is_empty(),
+        open_sessions(objects).await.is_empty(),
         "no session after a digest mismatch"
     );
     // Monolithic with a wrong digest: same.
@@ -344,7 +354,7 @@ async fn wrong_offset_and_digest_and_cancel(objects: &Arc<dyn ObjectStore>, key:
         Err(StoreError::DigestMismatch)
     ));
     assert_eq!(objects_under(objects, "data/").await, committed);
-    assert!(objects_under(objects, "uploads/").await.is_empty());
+    assert!(open_sessions(objects).await.is_empty());
 
     // Cancel leaves nothing.
     let s = store.create_upload(&r).await.expect("create");
@@ -363,7 +373,7 @@ async fn wrong_offset_and_digest_and_cancel(objects: &Arc<dyn ObjectStore>, key:
         "cancel removed the data"
     );
     assert!(
-        objects_under(objects, "uploads/").await.is_empty(),
+        open_sessions(objects).await.is_empty(),
         "cancel removed the session"
     );
 }
@@ -661,10 +671,7 @@ async fn concurrent_identical_uploads(
         1,
         "only the winner's data remains: {new_data:?}"
     );
-    assert!(
-        objects_under(objects, "uploads/").await.is_empty(),
-        "no session left"
-    );
+    assert!(open_sessions(objects).await.is_empty(), "no session left");
     assert_eq!(read_all(&store, &digest).await, data.to_vec());
     store.unlink_blob(&r, &digest).await.expect("unlink");
     vec![digest]

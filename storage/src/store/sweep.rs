@@ -90,41 +90,8 @@ impl Store {
             }
         }
 
-        // 2. Sessions: the newest state of each decides.
-        let mut newest: BTreeMap<String, (u64, Path)> = BTreeMap::new();
-        for meta in list_meta(self.objects(), "uploads").await? {
-            let Some(seq) = sequence_of(&meta.location) else {
-                continue;
-            };
-            let Some(dir) = parent(&meta.location) else {
-                continue;
-            };
-            let entry = newest.entry(dir).or_insert((seq, meta.location.clone()));
-            if seq > entry.0 {
-                *entry = (seq, meta.location.clone());
-            }
-        }
-        let mut live_dirs: HashSet<String> = HashSet::new();
-        for (dir, (_, path)) in newest {
-            report.sessions += 1;
-            let Some(bytes) = get_bytes(self.objects(), &path).await? else {
-                continue;
-            };
-            let Some((blob, fate)) = session_fate(&bytes, cutoff) else {
-                // Unreadable state: leave it and whatever it might name.
-                tracing::warn!(%path, "sweep: upload session state does not parse; left alone");
-                continue;
-            };
-            match fate {
-                Fate::Keep => {
-                    live_dirs.insert(format!("{}", ObjectPath::DataDir { blob: &blob }.to_path()));
-                }
-                Fate::Remove => {
-                    objects::delete_all(self.objects(), &Path::from(dir)).await?;
-                    report.sessions_removed += 1;
-                }
-            }
-        }
+        // 2. Sessions: ended ones go, the data directories of the others are in use.
+        let live_dirs = self.sweep_session_states(cutoff, &mut report).await?;
 
         // 3. Data objects named by nothing, older than the cutoff.
         for meta in list_meta(self.objects(), "data").await? {
@@ -153,6 +120,63 @@ impl Store {
             tracing::info!(?report, "sweep removed what interrupted writes left behind");
         }
         Ok(report)
+    }
+}
+
+impl Store {
+    /// Removes the state of upload sessions that ended (committed or cancelled) more
+    /// than `grace` ago: the light part of [`Store::sweep`], one listing of `uploads/`
+    /// and one GET per session, cheap enough to run often. Returns how many went.
+    pub async fn sweep_sessions(&self, grace: Duration) -> Result<u64> {
+        let cutoff =
+            Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        let mut report = SweepReport::default();
+        self.sweep_session_states(cutoff, &mut report).await?;
+        Ok(report.sessions_removed)
+    }
+
+    /// Step 2 of the sweep: the newest state of each session decides. Returns the data
+    /// directories of the sessions kept.
+    async fn sweep_session_states(
+        &self,
+        cutoff: chrono::DateTime<Utc>,
+        report: &mut SweepReport,
+    ) -> Result<HashSet<String>> {
+        let mut newest: BTreeMap<String, (u64, Path)> = BTreeMap::new();
+        for meta in list_meta(self.objects(), "uploads").await? {
+            let Some(seq) = sequence_of(&meta.location) else {
+                continue;
+            };
+            let Some(dir) = parent(&meta.location) else {
+                continue;
+            };
+            let entry = newest.entry(dir).or_insert((seq, meta.location.clone()));
+            if seq > entry.0 {
+                *entry = (seq, meta.location.clone());
+            }
+        }
+        let mut live_dirs: HashSet<String> = HashSet::new();
+        for (dir, (_, path)) in newest {
+            report.sessions += 1;
+            let Some(bytes) = get_bytes(self.objects(), &path).await? else {
+                continue;
+            };
+            let Some((blob, fate)) = session_fate(&bytes, cutoff) else {
+                // Unreadable state: leave it and whatever it might name.
+                tracing::warn!(%path, "sweep: upload session state does not parse; left alone");
+                continue;
+            };
+            match fate {
+                Fate::Keep => {
+                    live_dirs.insert(ObjectPath::DataDir { blob: &blob }.to_path().to_string());
+                }
+                Fate::Remove => {
+                    objects::delete_all(self.objects(), &Path::from(dir)).await?;
+                    report.sessions_removed += 1;
+                }
+            }
+        }
+        Ok(live_dirs)
     }
 }
 

@@ -142,7 +142,7 @@ struct SessionState {
 
 /// How far a session is. Only an `Open` session takes appends.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "phase", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
 enum Phase {
     #[default]
     Open,

@@ -129,3 +129,34 @@ pub async fn objects_under(objects: &Arc<dyn ObjectStore>, prefix: &str) -> Vec<
         .filter(|p| p.starts_with(prefix))
         .collect()
 }
+
+/// Upload sessions still open (or cancelled but not yet removed): every `uploads/<id>`
+/// whose newest state is not a commit record. A committed session's record stays until
+/// the sweep (the tombstone of `store/uploads.rs`), so it does not count.
+pub async fn open_sessions(objects: &Arc<dyn ObjectStore>) -> Vec<String> {
+    use object_store::ObjectStoreExt as _;
+    let mut newest: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    for path in objects_under(objects, "uploads/").await {
+        if let Some((dir, _)) = path.rsplit_once('/') {
+            let entry = newest.entry(dir.to_owned()).or_default();
+            if path > *entry {
+                *entry = path;
+            }
+        }
+    }
+    let mut open = Vec::new();
+    for (dir, path) in newest {
+        let bytes = objects
+            .get(&object_store::path::Path::from(path.as_str()))
+            .await
+            .expect("get session state")
+            .bytes()
+            .await
+            .expect("read session state");
+        let state: serde_json::Value = serde_json::from_slice(&bytes).expect("session json");
+        if state["phase"]["state"] != "committing" {
+            open.push(dir);
+        }
+    }
+    open
+}
