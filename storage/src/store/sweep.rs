@@ -35,6 +35,7 @@ use crate::{Result, StoreError};
 
 /// What one sweep found and removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SweepReport {
     /// Envelopes read to learn which data objects are in use.
     pub envelopes: u64,
