@@ -176,9 +176,19 @@ impl Store {
             }
             match objects::get_json::<RotationLease>(self.objects(), &path).await {
                 Ok(Some(current)) if current.expires > Utc::now() => return Ok(false),
-                // Expired, or unreadable (a torn write cannot happen with create-only
-                // puts, but a hand-edited object can): clear it and try again.
-                Ok(Some(_)) | Err(StoreError::Corrupt { .. }) => {
+                // Expired: clear it and try again, but only if it is still the lease
+                // read (another node may have cleared it and taken a fresh one since;
+                // deleting that would admit two holders). Object stores have no
+                // conditional delete, so this narrows the window, it cannot close it.
+                Ok(Some(expired)) => {
+                    let again = objects::get_json::<RotationLease>(self.objects(), &path).await;
+                    if matches!(again, Ok(Some(ref now)) if *now == expired) {
+                        objects::delete(self.objects(), &path).await?;
+                    }
+                }
+                // Unreadable (a torn write cannot happen with create-only puts, but a
+                // hand-edited object can): clear it and try again.
+                Err(StoreError::Corrupt { .. }) => {
                     objects::delete(self.objects(), &path).await?;
                 }
                 // Released between our create and our read.
