@@ -212,23 +212,21 @@ pub async fn handle(app: &App, action: AdminAction, req: Request<Incoming>) -> H
     if let Err(e) = authorize(token, &req) {
         return Ok(e.response());
     }
-    let result = match action {
-        AdminAction::Show => show(app, None).await.map(|v| serde_json::to_value(v)),
-        AdminAction::RotateKey => rotate_key(app, req).await.map(|v| serde_json::to_value(v)),
-        AdminAction::Sweep => sweep(app, req).await.map(|v| serde_json::to_value(v)),
-    };
-    Ok(match result {
-        Ok(Ok(json)) => Reply::new(StatusCode::OK)
-            .json("application/json", &json)
-            .build(),
-        Ok(Err(e)) => AdminError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            format!("cannot encode the response: {e}"),
-        )
-        .response(),
-        Err(e) => e.response(),
+    Ok(match action {
+        AdminAction::Show => respond(show(app, None).await),
+        AdminAction::RotateKey => respond(rotate_key(app, req).await),
+        AdminAction::Sweep => respond(sweep(app, req).await),
     })
+}
+
+/// 200 with `value` as JSON, or the admin error.
+fn respond<T: Serialize>(result: Result<T, AdminError>) -> Response<Body> {
+    match result {
+        Ok(value) => Reply::new(StatusCode::OK)
+            .json("application/json", &value)
+            .build(),
+        Err(e) => e.response(),
+    }
 }
 
 /// The body of a sweep request (all optional).

@@ -302,20 +302,19 @@ async fn a_commit_resent_after_kill_9_keeps_the_blob() {
         let loc = staged(&c, &v, "crash/commit", &data[..split]).await;
         let url = v.url(&with_digest(&loc, &digest));
         let last = data[split..].to_vec();
+        // The commit PUT, carrying the last chunk when `with_body`.
+        let commit = |url: String| {
+            let req = c.put(url);
+            if with_body {
+                req.header("content-range", format!("{split}-{}", size - 1))
+                    .body(last.clone())
+            } else {
+                req
+            }
+        };
         let put = {
-            let (c, url, last) = (c.clone(), url.clone(), last.clone());
-            tokio::spawn(async move {
-                let mut req = c.put(url);
-                if with_body {
-                    req = req
-                        .header(
-                            "content-range",
-                            format!("{split}-{}", split + last.len() - 1),
-                        )
-                        .body(last);
-                }
-                req.send().await.map(|r| r.status())
-            })
+            let req = commit(url);
+            tokio::spawn(async move { req.send().await.map(|r| r.status()) })
         };
         // Kill points spread over the commit: a few hundred microseconds apart.
         let delay = Duration::from_micros((attempt * 7919) % 4000);
@@ -330,17 +329,11 @@ async fn a_commit_resent_after_kill_9_keeps_the_blob() {
             })
             .or_insert(0) += 1;
         v = start(dir.path());
-        let url = v.url(&with_digest(&loc, &digest));
-        let mut req = c.put(url);
-        if with_body {
-            req = req
-                .header(
-                    "content-range",
-                    format!("{split}-{}", split + last.len() - 1),
-                )
-                .body(last);
-        }
-        let again = req.send().await.expect("re-sent PUT").status();
+        let again = commit(v.url(&with_digest(&loc, &digest)))
+            .send()
+            .await
+            .expect("re-sent PUT")
+            .status();
         assert_eq!(
             again,
             StatusCode::CREATED,
@@ -538,8 +531,12 @@ async fn load_with_kills_loses_nothing_acknowledged() {
 
     // Everything acknowledged reads back exactly.
     let c = client();
-    let v = valv.lock().expect("valv");
-    let t = tally.lock().expect("tally");
+    // The killer and the workers are done: the process and the tally are ours alone.
+    let Ok(v) = Arc::try_unwrap(valv) else {
+        panic!("the killer still holds the process");
+    };
+    let v = v.into_inner().expect("valv");
+    let t = std::mem::take(&mut *tally.lock().expect("tally"));
     let mut verified_bytes = 0u64;
     for (repo, digest, data) in &t.blobs {
         let (status, body) = get_blob(&c, &v, repo, digest).await;

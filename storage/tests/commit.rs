@@ -148,18 +148,7 @@ async fn concurrent_commits_of_one_session_keep_the_blob() {
                 "size {size}"
             );
             // The session is over for everything but a repeat of the same commit.
-            assert!(matches!(
-                store.upload_status(&r, &id).await,
-                Err(StoreError::UploadUnknown)
-            ));
-            assert!(matches!(
-                store.append_upload(&r, &id, None, one(b"more")).await,
-                Err(StoreError::UploadUnknown)
-            ));
-            assert!(matches!(
-                store.cancel_upload(&r, &id).await,
-                Err(StoreError::UploadUnknown)
-            ));
+            assert_upload_unknown(&store, &r, &id).await;
             match store.finish_upload(&r, &id, &digest, None).await {
                 Ok(info) => assert_eq!(info.digest, digest),
                 Err(e) => panic!("size {size}: a repeated commit: {e:?}"),
@@ -342,28 +331,25 @@ async fn a_commit_resent_after_a_crash_at_every_write() {
                 inner: objects.clone(),
                 budget: AtomicI64::new(budget),
             });
-            let doomed = open(&dying, &key).await;
-            let first = doomed
-                .finish_upload(
-                    &r,
-                    &s.id,
-                    &digest,
-                    Some((Some(70_000), one(&data[70_000..]))),
-                )
-                .await;
-            drop(doomed);
+            let commit = |store: Store| {
+                let (r, id, digest, last) = (
+                    r.clone(),
+                    s.id.clone(),
+                    digest.clone(),
+                    data.slice(70_000..),
+                );
+                async move {
+                    store
+                        .finish_upload(&r, &id, &digest, Some((Some(70_000), one(&last))))
+                        .await
+                }
+            };
+            let first = commit(open(&dying, &key).await).await;
             tried += 1;
 
             // Restart; the client re-sends the PUT with its body.
             let restarted = open(&objects, &key).await;
-            let again = restarted
-                .finish_upload(
-                    &r,
-                    &s.id,
-                    &digest,
-                    Some((Some(70_000), one(&data[70_000..]))),
-                )
-                .await;
+            let again = commit(restarted.clone()).await;
             match (&first, &again) {
                 (_, Ok(info)) => assert_eq!(info.digest, digest, "budget {budget}"),
                 (first, Err(e)) => panic!("budget {budget}: first {first:?}, re-sent {e:?}"),

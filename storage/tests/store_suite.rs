@@ -284,19 +284,7 @@ async fn wrong_offset_and_digest_and_cancel(objects: &Arc<dyn ObjectStore>, key:
         store.upload_status(&repo("suite/elsewhere"), &s.id).await,
         Err(StoreError::UploadUnknown)
     ));
-    let unknown = UploadId::random();
-    assert!(matches!(
-        store.upload_status(&r, &unknown).await,
-        Err(StoreError::UploadUnknown)
-    ));
-    assert!(matches!(
-        store.append_upload(&r, &unknown, None, one(b"x")).await,
-        Err(StoreError::UploadUnknown)
-    ));
-    assert!(matches!(
-        store.cancel_upload(&r, &unknown).await,
-        Err(StoreError::UploadUnknown)
-    ));
+    assert_upload_unknown(&store, &r, &UploadId::random()).await;
 
     // A body error discards the append; the session stays where it was.
     let failing = futures::StreamExt::boxed(futures::stream::iter(vec![

@@ -9,6 +9,7 @@ use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectSt
 use super::objects;
 use super::{BlobInfo, BlobRead, ByteStream, RangeSpec, Store};
 use crate::crypto::envelope::Envelope;
+use crate::crypto::keys::BlobKeys;
 use crate::crypto::segment::{decrypt_stream, segment_count, ReadPlan};
 use crate::names::{Digest, RepositoryName};
 use crate::paths::ObjectPath;
@@ -46,10 +47,8 @@ impl Store {
         digest: &Digest,
     ) -> Result<Option<(bytes::Bytes, Result<Envelope>)>> {
         let path = ObjectPath::Envelope(digest).to_path();
-        let bytes = match self.objects().get(&path).await {
-            Ok(r) => r.bytes().await?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let Some(bytes) = objects::get(self.objects(), &path).await? else {
+            return Ok(None);
         };
         let parsed = match Envelope::from_json(&bytes) {
             Ok(envelope) if &envelope.digest == digest => Ok(envelope),
@@ -79,15 +78,28 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
-        let ring = self.keyring()?;
-        let opens = ring
-            .key(envelope.key_generation)
-            .ok()
-            .is_some_and(|rk| envelope.open(&rk).is_ok());
-        if !opens || !self.data_present(&envelope).await? {
+        let Some(keys) = self.open_envelope(&envelope)? else {
+            return Ok(Stored::Broken(bytes));
+        };
+        if !self.data_present(&envelope).await? {
             return Ok(Stored::Broken(bytes));
         }
-        Ok(Stored::Intact(envelope, bytes))
+        Ok(Stored::Intact(Box::new(Intact {
+            envelope,
+            keys,
+            raw: bytes,
+        })))
+    }
+
+    /// The blob's keys if `envelope` authenticates under the keyring (its generation
+    /// is known and the wrapped DEK and key commitment open), `None` if it does not.
+    /// Fails only while the store is sealed.
+    fn open_envelope(&self, envelope: &Envelope) -> Result<Option<BlobKeys>> {
+        let ring = self.keyring()?;
+        Ok(ring
+            .key(envelope.key_generation)
+            .ok()
+            .and_then(|rk| envelope.open(&rk).ok()))
     }
 
     /// Whether every data object `envelope` names exists and holds at least the sealed
@@ -113,7 +125,7 @@ impl Store {
     /// there is broken (logged, so that tampering or a lost data object is seen).
     async fn intact_envelope(&self, digest: &Digest) -> Result<Envelope> {
         match self.examine(digest).await? {
-            Stored::Intact(envelope, _) => Ok(envelope),
+            Stored::Intact(intact) => Ok(intact.envelope),
             Stored::Absent => Err(StoreError::BlobUnknown),
             Stored::Broken(_) => {
                 tracing::warn!(%digest, "the blob's envelope or data objects are damaged or missing; it answers as unknown until it is pushed again");
@@ -140,8 +152,8 @@ impl Store {
     pub async fn read_blob(&self, digest: &Digest, range: Option<RangeSpec>) -> Result<BlobRead> {
         // Missing or short data objects are found here, before the caller sends any
         // header, rather than as a cut body.
-        let envelope = match self.examine(digest).await? {
-            Stored::Intact(envelope, _) => envelope,
+        let Intact { envelope, keys, .. } = match self.examine(digest).await? {
+            Stored::Intact(intact) => *intact,
             Stored::Absent => return Err(StoreError::BlobUnknown),
             Stored::Broken(_) => {
                 tracing::warn!(%digest, "the blob's envelope or data objects are damaged or missing");
@@ -152,7 +164,7 @@ impl Store {
             Some(spec) => resolve_range(spec, envelope.size)?,
             None => 0..envelope.size,
         };
-        let body = self.read_envelope(&envelope, byte_range.clone())?;
+        let body = self.read_opened(&envelope, keys, byte_range.clone())?;
         Ok(BlobRead {
             info: BlobInfo {
                 digest: digest.clone(),
@@ -173,6 +185,16 @@ impl Store {
     ) -> Result<ByteStream> {
         let rk = self.keyring()?.key(envelope.key_generation)?;
         let keys = envelope.open(&rk).map_err(|_| StoreError::Integrity)?;
+        self.read_opened(envelope, keys, range)
+    }
+
+    /// [`Store::read_envelope`] with the blob's keys already opened.
+    fn read_opened(
+        &self,
+        envelope: &Envelope,
+        keys: BlobKeys,
+        range: Range<u64>,
+    ) -> Result<ByteStream> {
         let seg = u64::from(envelope.segment_size);
         let plan =
             ReadPlan::for_range(envelope.segment_size, envelope.size, range.start, range.end);
@@ -229,14 +251,7 @@ impl Store {
             return Err(StoreError::BlobUnknown);
         };
         let authentic = match parsed {
-            Ok(envelope) => {
-                let ring = self.keyring()?;
-                let opens = ring
-                    .key(envelope.key_generation)
-                    .ok()
-                    .is_some_and(|rk| envelope.open(&rk).is_ok());
-                opens.then_some(envelope)
-            }
+            Ok(envelope) => self.open_envelope(&envelope)?.map(|_| envelope),
             Err(StoreError::Corrupt { .. } | StoreError::Integrity) => None,
             Err(e) => return Err(e),
         };
@@ -350,12 +365,22 @@ async fn holds_at_least(
 pub(super) enum Stored {
     /// No envelope: the blob does not exist.
     Absent,
-    /// An envelope that opens, with every data object present, and its stored bytes.
-    Intact(Envelope, bytes::Bytes),
+    /// An envelope that opens, with every data object present.
+    Intact(Box<Intact>),
     /// An envelope that does not parse or open, or whose data objects are missing or
     /// short: not a blob, and a new push of the digest replaces it. Holds the stored
     /// bytes, so a replacement can check they did not change meanwhile.
     Broken(bytes::Bytes),
+}
+
+/// An intact blob as [`Store::examine`] found it.
+#[derive(Debug)]
+pub(super) struct Intact {
+    pub(super) envelope: Envelope,
+    /// The blob's keys, opened once by the examination.
+    pub(super) keys: BlobKeys,
+    /// The envelope's stored bytes.
+    pub(super) raw: bytes::Bytes,
 }
 
 /// The sealed length of each data object of `envelope`, in order: every segment is

@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -18,20 +19,25 @@ fn corrupt(path: &Path, reason: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// Reads an object whole; `None` when it does not exist.
+pub(super) async fn get(objects: &Arc<dyn ObjectStore>, path: &Path) -> Result<Option<Bytes>> {
+    match objects.get(path).await {
+        Ok(r) => Ok(Some(r.bytes().await?)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Reads a JSON object; `None` when it does not exist.
 pub(super) async fn get_json<T: DeserializeOwned>(
     objects: &Arc<dyn ObjectStore>,
     path: &Path,
 ) -> Result<Option<T>> {
-    match objects.get(path).await {
-        Ok(r) => {
-            let bytes = r.bytes().await?;
-            serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| corrupt(path, e))
-        }
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
+    match get(objects, path).await? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| corrupt(path, e)),
+        None => Ok(None),
     }
 }
 
@@ -95,9 +101,17 @@ pub(super) async fn delete(objects: &Arc<dyn ObjectStore>, path: &Path) -> Resul
     }
 }
 
+/// Every object below `prefix` (recursively), with its size and modification time.
+pub(super) async fn list_meta(
+    objects: &Arc<dyn ObjectStore>,
+    prefix: &Path,
+) -> Result<Vec<ObjectMeta>> {
+    Ok(objects.list(Some(prefix)).try_collect().await?)
+}
+
 /// Every object below `prefix` (recursively).
 pub(super) async fn list(objects: &Arc<dyn ObjectStore>, prefix: &Path) -> Result<Vec<Path>> {
-    let metas: Vec<_> = objects.list(Some(prefix)).try_collect().await?;
+    let metas = list_meta(objects, prefix).await?;
     Ok(metas.into_iter().map(|m| m.location).collect())
 }
 

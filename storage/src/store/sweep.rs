@@ -23,9 +23,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use super::uploads::session_fate;
 use super::{objects, Store};
@@ -76,13 +74,13 @@ impl Store {
         //    after this listing still has its session (step 2) or is newer than the
         //    cutoff (step 3).
         let mut named: HashSet<String> = HashSet::new();
-        let envelopes = list_meta(self.objects(), "blobs").await?;
+        let envelopes = objects::list_meta(self.objects(), &Path::from("blobs")).await?;
         for meta in envelopes
             .iter()
             .filter(|m| m.location.filename() == Some("envelope"))
         {
             report.envelopes += 1;
-            let Some(bytes) = get_bytes(self.objects(), &meta.location).await? else {
+            let Some(bytes) = objects::get(self.objects(), &meta.location).await? else {
                 continue;
             };
             // A damaged envelope names nothing usable; its data (if any) is garbage.
@@ -95,7 +93,7 @@ impl Store {
         let live_dirs = self.sweep_session_states(cutoff, &mut report).await?;
 
         // 3. Data objects named by nothing, older than the cutoff.
-        for meta in list_meta(self.objects(), "data").await? {
+        for meta in objects::list_meta(self.objects(), &Path::from("data")).await? {
             let path = meta.location.to_string();
             let in_live_session = parent(&meta.location).is_some_and(|d| live_dirs.contains(&d));
             if named.contains(&path) || in_live_session || meta.last_modified >= cutoff {
@@ -122,9 +120,7 @@ impl Store {
         }
         Ok(report)
     }
-}
 
-impl Store {
     /// Removes the state of upload sessions that ended (committed or cancelled) more
     /// than `grace` ago: the light part of [`Store::sweep`], one listing of `uploads/`
     /// and one GET per session, cheap enough to run often. Returns how many went.
@@ -144,7 +140,7 @@ impl Store {
         report: &mut SweepReport,
     ) -> Result<HashSet<String>> {
         let mut newest: BTreeMap<String, (u64, Path)> = BTreeMap::new();
-        for meta in list_meta(self.objects(), "uploads").await? {
+        for meta in objects::list_meta(self.objects(), &Path::from("uploads")).await? {
             let Some(seq) = sequence_of(&meta.location) else {
                 continue;
             };
@@ -159,7 +155,7 @@ impl Store {
         let mut live_dirs: HashSet<String> = HashSet::new();
         for (dir, (_, path)) in newest {
             report.sessions += 1;
-            let Some(bytes) = get_bytes(self.objects(), &path).await? else {
+            let Some(bytes) = objects::get(self.objects(), &path).await? else {
                 continue;
             };
             let Some((blob, fate)) = session_fate(&bytes, cutoff) else {
@@ -178,28 +174,6 @@ impl Store {
             }
         }
         Ok(live_dirs)
-    }
-}
-
-async fn list_meta(
-    objects: &std::sync::Arc<dyn ObjectStore>,
-    prefix: &str,
-) -> Result<Vec<ObjectMeta>> {
-    Ok(objects
-        .list(Some(&Path::from(prefix)))
-        .try_collect()
-        .await?)
-}
-
-async fn get_bytes(
-    objects: &std::sync::Arc<dyn ObjectStore>,
-    path: &Path,
-) -> Result<Option<bytes::Bytes>> {
-    match objects.get(path).await {
-        Ok(r) => Ok(Some(r.bytes().await?)),
-        // Deleted since the listing (a session that ended, a blob deleted).
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
     }
 }
 

@@ -702,19 +702,11 @@ impl Store {
         let ours = self.session_envelope(state, &session.keys, digest)?;
         let mut committed = false;
         for _ in 0..COMMIT_ROUNDS {
-            // Another upload's blob is deferred to only once it has been read back
-            // whole (authenticated, hashing to the digest); the session's own commit
-            // needs no second look.
-            let stored = match self.examine(digest).await? {
-                Stored::Intact(existing, raw) if !names_only(&existing, &state.blob) => {
-                    self.read_back(existing, raw, digest).await?
-                }
-                other => other,
-            };
-            match stored {
-                Stored::Intact(existing, _) => {
-                    if names_only(&existing, &state.blob) {
-                        self.remove_unnamed_parts(&state.blob, &existing).await?;
+            match self.examine_whole(digest, Some(&state.blob)).await? {
+                Stored::Intact(existing) => {
+                    if names_only(&existing.envelope, &state.blob) {
+                        self.remove_unnamed_parts(&state.blob, &existing.envelope)
+                            .await?;
                     } else {
                         // Another upload's blob: this session's data is garbage, and
                         // no envelope names it.
@@ -783,7 +775,7 @@ impl Store {
     /// repairs race; the loser's blob then replaces the winner's, equally intact.
     async fn replace_broken(&self, digest: &Digest, old: &Bytes, new: &Envelope) -> Result<bool> {
         match self.examine(digest).await? {
-            Stored::Broken(now) if &now == old => {}
+            Stored::Broken(now) if now == *old => {}
             _ => return Ok(false),
         }
         tracing::warn!(%digest, "replacing a damaged blob with a new push of the same content");
@@ -807,14 +799,23 @@ impl Store {
         Ok(())
     }
 
-    /// An intact-looking blob read back whole: still `Intact` when every segment
-    /// authenticates and the plaintext hashes to `digest`, else `Broken`.
-    async fn read_back(&self, envelope: Envelope, raw: Bytes, digest: &Digest) -> Result<Stored> {
-        Ok(if self.verify_by_reading(&envelope, digest).await? {
-            Stored::Intact(envelope, raw)
-        } else {
-            Stored::Broken(raw)
-        })
+    /// [`Store::examine`], with an intact-looking blob read back whole before a writer
+    /// defers to it: still `Intact` when every segment authenticates and the plaintext
+    /// hashes to `digest`, else `Broken`. A blob whose data objects all lie in
+    /// `own_blob`'s directory is this session's own commit and needs no second look.
+    async fn examine_whole(&self, digest: &Digest, own_blob: Option<&str>) -> Result<Stored> {
+        match self.examine(digest).await? {
+            Stored::Intact(intact)
+                if !own_blob.is_some_and(|blob| names_only(&intact.envelope, blob)) =>
+            {
+                Ok(if self.verify_by_reading(&intact.envelope, digest).await? {
+                    Stored::Intact(intact)
+                } else {
+                    Stored::Broken(intact.raw)
+                })
+            }
+            other => Ok(other),
+        }
     }
 
     /// Reads a sealed blob back and checks its digest: `false` on a mismatch or when a
@@ -913,10 +914,7 @@ impl Store {
     pub(super) async fn put_small_blob(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
         let mut ours: Option<(object_store::path::Path, Envelope)> = None;
         for _ in 0..COMMIT_ROUNDS {
-            let stored = match self.examine(digest).await? {
-                Stored::Intact(existing, raw) => self.read_back(existing, raw, digest).await?,
-                other => other,
-            };
+            let stored = self.examine_whole(digest, None).await?;
             if let Stored::Intact(..) = stored {
                 // Another writer's blob is there: ours, if written, is named by nothing.
                 if let Some((part_path, _)) = &ours {

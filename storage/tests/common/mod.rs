@@ -160,3 +160,24 @@ pub async fn open_sessions(objects: &Arc<dyn ObjectStore>) -> Vec<String> {
     }
     open
 }
+
+/// Asserts that status, append and cancel of upload `id` in `repo` all answer
+/// `UploadUnknown` (a session never created, of another repository, or ended).
+pub async fn assert_upload_unknown(
+    store: &Store,
+    repo: &storage::RepositoryName,
+    id: &storage::UploadId,
+) {
+    assert!(matches!(
+        store.upload_status(repo, id).await,
+        Err(StoreError::UploadUnknown)
+    ));
+    assert!(matches!(
+        store.append_upload(repo, id, None, one(b"more")).await,
+        Err(StoreError::UploadUnknown)
+    ));
+    assert!(matches!(
+        store.cancel_upload(repo, id).await,
+        Err(StoreError::UploadUnknown)
+    ));
+}
