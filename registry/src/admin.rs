@@ -27,10 +27,10 @@
 //! to the vault with one identity (the `AZURE_*` environment); per-key identities
 //! arrive with multi-identity support.
 
+use crate::body::RequestBody;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use kms_client::{KeyId, KeyIdKind, KmsError, VersionedKeyId};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
@@ -169,7 +169,7 @@ fn kms_failure(e: KmsError) -> AdminError {
 }
 
 /// Checks the bearer token. `Err` is the response to send (401).
-fn authorize(token: &str, req: &Request<Incoming>) -> Result<(), AdminError> {
+fn authorize(token: &str, req: &Request<RequestBody>) -> Result<(), AdminError> {
     let presented = req
         .headers()
         .get(AUTHORIZATION)
@@ -205,7 +205,7 @@ pub enum AdminAction {
 
 /// The admin routes' entry point: `Err` only for "no such endpoint" (the admin API
 /// is disabled); every admin error is an `Ok` response in the admin error shape.
-pub async fn handle(app: &App, action: AdminAction, req: Request<Incoming>) -> HandlerResult {
+pub async fn handle(app: &App, action: AdminAction, req: Request<RequestBody>) -> HandlerResult {
     let Some(token) = app.admin.token.as_deref() else {
         return Err(crate::errors::no_such_endpoint());
     };
@@ -237,7 +237,7 @@ struct SweepRequest {
 }
 
 /// `POST /admin/v1/storage/sweep`.
-async fn sweep(app: &App, req: Request<Incoming>) -> Result<storage::SweepReport, AdminError> {
+async fn sweep(app: &App, req: Request<RequestBody>) -> Result<storage::SweepReport, AdminError> {
     let body = read_body(req).await?;
     let request: SweepRequest = if body.is_empty() {
         SweepRequest::default()
@@ -257,7 +257,7 @@ async fn sweep(app: &App, req: Request<Incoming>) -> Result<storage::SweepReport
 }
 
 /// The request body, at most `MAX_REQUEST_BYTES`.
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, AdminError> {
+async fn read_body(req: Request<RequestBody>) -> Result<Bytes, AdminError> {
     match collect_limited(
         req.into_body(),
         MAX_REQUEST_BYTES,
@@ -343,7 +343,7 @@ pub fn view(
 }
 
 /// `POST /admin/v1/encryption/rotate-key`.
-async fn rotate_key(app: &App, req: Request<Incoming>) -> Result<EncryptionView, AdminError> {
+async fn rotate_key(app: &App, req: Request<RequestBody>) -> Result<EncryptionView, AdminError> {
     let body = read_body(req).await?;
     let request: RotateRequest = serde_json::from_slice(&body).map_err(|e| {
         AdminError::bad_request(

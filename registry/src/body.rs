@@ -3,13 +3,15 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::{Frame, Incoming, SizeHint};
 use storage::{BodyStream, ByteStream};
 
 use crate::errors::LengthMismatch;
@@ -25,6 +27,63 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()
+}
+
+/// A request body that records whether it was read to its end.
+///
+/// A handler may answer without reading the body (an error, or a repeated commit
+/// that needs nothing from it). hyper then cannot find where the next request on the
+/// connection starts and closes it after the response; a client that has already
+/// put the connection back in its pool sends its next request into the closed socket.
+/// [`BodyEnd::unread`] lets the server say `Connection: close` in such a response.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Incoming,
+    read_to_end: Arc<AtomicBool>,
+}
+
+/// Whether a [`RequestBody`] was read to its end, kept by the server while the
+/// handler has the body.
+#[derive(Debug)]
+pub struct BodyEnd(Arc<AtomicBool>);
+
+impl BodyEnd {
+    /// True when the request carried a body that was not read to its end.
+    pub fn unread(&self) -> bool {
+        !self.0.load(Ordering::Acquire)
+    }
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming) -> (Self, BodyEnd) {
+        let read_to_end = Arc::new(AtomicBool::new(hyper::body::Body::is_end_stream(&inner)));
+        let end = BodyEnd(read_to_end.clone());
+        (RequestBody { inner, read_to_end }, end)
+    }
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.read_to_end.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Streams a blob read to the client. A store error mid-stream (e.g. a segment that
@@ -46,7 +105,7 @@ pub fn from_store(stream: ByteStream) -> Body {
 /// With `declared = Some(n)`, a body that ends before `n` bytes or runs past them
 /// yields an [`io::Error`] carrying [`LengthMismatch`]: the store then discards the
 /// append instead of committing a chunk that is not what the client said it sent.
-pub fn request_stream(body: Incoming, declared: Option<u64>) -> BodyStream<'static> {
+pub fn request_stream(body: RequestBody, declared: Option<u64>) -> BodyStream<'static> {
     let data = body.into_data_stream().map(|r| r.map_err(io::Error::other));
     CheckedLength {
         inner: Box::pin(data),
@@ -124,7 +183,7 @@ pub enum CollectError {
 /// to the end, and a client still writing then sees a reset instead of our 413. With
 /// `skip = true` (the declared length is already over the limit) nothing is kept.
 pub async fn collect_limited(
-    body: Incoming,
+    body: RequestBody,
     limit: usize,
     drain: u64,
     skip: bool,

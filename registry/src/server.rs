@@ -18,7 +18,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::app::App;
-use crate::body::Body;
+use crate::body::{Body, RequestBody};
 use crate::errors::{name_error, ApiError, ErrorCode};
 use crate::handlers::{error_response, handle};
 use crate::routes::{route, RouteError};
@@ -142,6 +142,9 @@ async fn serve_request(app: &App, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let (parts, body) = req.into_parts();
+    let (body, body_end) = RequestBody::new(body);
+    let req = Request::from_parts(parts, body);
     let mut resp = match route(&method, &path) {
         Ok(r) => match handle(app, r, req).await {
             Ok(resp) => resp,
@@ -153,6 +156,12 @@ async fn serve_request(app: &App, req: Request<Incoming>) -> Response<Body> {
         HeaderName::from_static(API_VERSION_HEADER),
         HeaderValue::from_static(API_VERSION),
     );
+    if body_end.unread() {
+        // hyper closes a connection whose request body was left unread; saying so
+        // keeps the client from reusing it for its next request (RFC 9112 §9.6).
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let bytes = resp
         .headers()
         .get(CONTENT_LENGTH)

@@ -496,3 +496,123 @@ async fn automatic_mount_without_from() {
     assert_eq!(r.status(), 201);
     assert_blob(&reg, "target", &data).await;
 }
+
+/// One response read off a keep-alive connection: status, the lower-cased headers,
+/// and whether the server then closed the connection. Bounded by socket timeouts.
+struct RawResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    closed_after: bool,
+}
+
+impl RawResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `head` (request line and headers, without the blank line) and then `body`,
+/// which may be shorter than the `Content-Length` the head declares, and reads one
+/// response; then whether the connection is closed is seen by reading on.
+fn exchange(s: &mut std::net::TcpStream, head: &str, body: &[u8]) -> RawResponse {
+    use std::io::{Read, Write};
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    s.write_all(format!("{}\r\n\r\n", head.trim_end()).as_bytes())
+        .expect("write head");
+    s.write_all(body).expect("write body");
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).expect("read head");
+        assert!(n == 1, "connection closed before a response: {buf:?}");
+        buf.push(byte[0]);
+    }
+    let text = String::from_utf8(buf).expect("ascii head");
+    let mut lines = text.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map_or(0, |(_, v)| v.parse().expect("content-length"));
+    let mut rest = vec![0u8; length];
+    s.read_exact(&mut rest).expect("read body");
+    // With the response read whole, a closed connection reads as end of file; an open
+    // one times out (briefly: a server that keeps the connection sends nothing more).
+    s.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .expect("timeout");
+    let closed_after = matches!(s.read(&mut byte), Ok(0));
+    RawResponse {
+        status,
+        headers,
+        closed_after,
+    }
+}
+
+/// A response sent before the request body was read (an unknown session, a commit
+/// repeated after it landed) says `Connection: close` and closes: a client that
+/// reused the connection would otherwise send its next request into a socket the
+/// server is closing (seen as a cut GET after a re-sent commit). A request whose body
+/// was read keeps the connection.
+#[tokio::test]
+async fn an_answer_that_leaves_the_body_unread_closes_the_connection() {
+    let reg = Registry::start();
+    let host = reg.valv.host().to_owned();
+    let data = random_bytes(4096, 11);
+    let digest = sha256(&data);
+    let sent = data.clone();
+    tokio::task::spawn_blocking(move || {
+        let data = sent;
+        let mut s = std::net::TcpStream::connect(&host).expect("connect");
+        let r = exchange(
+            &mut s,
+            &format!(
+                "PUT /v2/keep/blobs/uploads/0b6cbc7e-5a0f-4f43-9d0a-3a0c5bb1d7f2?digest={digest} \
+                 HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100000"
+            ),
+            &data[..10],
+        );
+        assert_eq!(r.status, 404);
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(r.closed_after, "the connection is closed after the answer");
+
+        // A commit whose body is read: the connection stays.
+        let mut s = std::net::TcpStream::connect(&host).expect("connect");
+        let r = exchange(
+            &mut s,
+            &format!("POST /v2/keep/blobs/uploads/ HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0"),
+            b"",
+        );
+        assert_eq!(r.status, 202);
+        let location = r.header("location").expect("location").to_owned();
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let commit = format!(
+            "PUT {location}{sep}digest={digest} HTTP/1.1\r\nHost: {host}\r\n\
+             Content-Range: 0-4095\r\nContent-Length: 4096"
+        );
+        let r = exchange(&mut s, &commit, &data);
+        assert_eq!(r.status, 201);
+        assert_eq!(r.header("connection"), None);
+        assert!(!r.closed_after, "a request read whole keeps the connection");
+
+        // The same commit again, its body not yet sent: answered 201 at once, closed.
+        let r = exchange(&mut s, &commit, &data[..10]);
+        assert_eq!(r.status, 201);
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(r.closed_after, "the connection is closed after the answer");
+    })
+    .await
+    .expect("join");
+    assert_blob(&reg, "keep", &data).await;
+}

@@ -1,8 +1,8 @@
 //! Blob reads (end-2) and deletes (end-10).
 
+use crate::body::RequestBody;
 use http::header::{ACCEPT_RANGES, CONTENT_RANGE, ETAG, RANGE};
 use http::{Request, StatusCode};
-use hyper::body::Incoming;
 use storage::{Digest, RepositoryName};
 
 use super::names::DOCKER_CONTENT_DIGEST;
@@ -20,7 +20,7 @@ pub async fn get(
     repo: &RepositoryName,
     digest: &Digest,
     head: bool,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
 ) -> HandlerResult {
     if head {
         let info = app.store.stat_repo_blob(repo, digest).await?;

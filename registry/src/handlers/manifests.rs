@@ -1,8 +1,8 @@
 //! Manifests: get/head (end-3), put (end-7), delete (end-9).
 
+use crate::body::RequestBody;
 use http::header::{CONTENT_TYPE, ETAG, LOCATION};
 use http::{Request, StatusCode};
-use hyper::body::Incoming;
 use storage::{Digest, NewManifest, Reference, RepositoryName, StoreError};
 
 use super::names::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
@@ -57,7 +57,7 @@ pub async fn put(
     app: &App,
     repo: &RepositoryName,
     reference: Reference,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> HandlerResult {
     let limit = app.settings.max_manifest_bytes;
     let declared_too_large = content_length(&req)?.is_some_and(|l| l > limit as u64);

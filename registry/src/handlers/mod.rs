@@ -1,10 +1,10 @@
 //! Request handlers. Each one parses what the route did not (query, headers), calls the
 //! store, and builds the response; anything more belongs in the store or a parser.
 
+use crate::body::RequestBody;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde::Serialize;
 
 use crate::admin::AdminAction;
@@ -32,7 +32,7 @@ pub mod names {
 pub type HandlerResult = Result<Response<Body>, ApiError>;
 
 /// Runs the handler for `route`.
-pub async fn handle(app: &App, route: Route, req: Request<Incoming>) -> HandlerResult {
+pub async fn handle(app: &App, route: Route, req: Request<RequestBody>) -> HandlerResult {
     let query = Query::parse(req.uri().query());
     // Content needs the registry keys: while the key is revoked or the vault has been
     // unreachable past the grace, every content request is refused (DESIGN §7). The

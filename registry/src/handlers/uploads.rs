@@ -1,9 +1,10 @@
 //! Blob uploads: start (end-4a/4b, mount end-11), status (end-13), chunks (end-5),
 //! finish (end-6) and cancel. Sessions live in the store, so any node can continue one.
 
+use crate::body::RequestBody;
 use http::header::{CONTENT_RANGE, LOCATION, RANGE};
 use http::{Request, StatusCode};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use storage::{Digest, RepositoryName, StoreError, UploadId, UploadStatus};
 
 use super::names::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
@@ -64,7 +65,7 @@ pub async fn start(
     app: &App,
     repo: &RepositoryName,
     query: &Query,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> HandlerResult {
     if let Some(mount) = query.get("mount") {
         let digest: Digest = mount.parse()?;
@@ -132,7 +133,7 @@ async fn chunk_of(
     app: &App,
     repo: &RepositoryName,
     id: &UploadId,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
 ) -> Result<Chunk, ApiError> {
     let length = content_length(req)?;
     let Some(value) = header_str(req, CONTENT_RANGE) else {
@@ -177,7 +178,7 @@ pub async fn patch(
     app: &App,
     repo: &RepositoryName,
     id: &UploadId,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> HandlerResult {
     let chunk = chunk_of(app, repo, id, &req).await?;
     let body = request_stream(req.into_body(), chunk.declared);
@@ -196,7 +197,7 @@ pub async fn finish(
     repo: &RepositoryName,
     id: &UploadId,
     query: &Query,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> HandlerResult {
     let digest: Digest = query
         .get("digest")

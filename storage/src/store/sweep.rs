@@ -200,14 +200,18 @@ fn remove_staging(
     let mut bytes = 0;
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+        let Some(entries) = unless_gone(std::fs::read_dir(&dir))? else {
+            continue;
         };
         for entry in entries {
-            let entry = entry?;
-            let kind = entry.file_type()?;
+            // A file or directory can go while this walks (a write renaming its
+            // staging file into place, another sweep): gone is not an error.
+            let Some(entry) = unless_gone(entry)? else {
+                continue;
+            };
+            let Some(kind) = unless_gone(entry.file_type())? else {
+                continue;
+            };
             if kind.is_dir() {
                 dirs.push(entry.path());
                 continue;
@@ -215,21 +219,28 @@ fn remove_staging(
             if !kind.is_file() || !entry.file_name().to_str().is_some_and(is_staging) {
                 continue;
             }
-            let meta = entry.metadata()?;
+            let Some(meta) = unless_gone(entry.metadata())? else {
+                continue;
+            };
             if meta.modified()? >= cutoff {
                 continue;
             }
-            match std::fs::remove_file(entry.path()) {
-                Ok(()) => {
-                    files += 1;
-                    bytes += meta.len();
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+            if unless_gone(std::fs::remove_file(entry.path()))?.is_some() {
+                files += 1;
+                bytes += meta.len();
             }
         }
     }
     Ok((files, bytes))
+}
+
+/// `Ok(None)` for a file that is no longer there.
+fn unless_gone<T>(result: std::io::Result<T>) -> std::io::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
