@@ -418,7 +418,7 @@ async fn load_with_kills_loses_nothing_acknowledged() {
                 let seed = w * 1_000_000 + i;
                 let repo = format!("load/w{w}");
                 // Shared content (worker-independent) every fourth op, so pushes race.
-                let data = if i % 4 == 0 { content(i / 4, 150_000) } else { content(seed, (seed as usize * 7717) % 600_000 + 1) };
+                let data = if i.is_multiple_of(4) { content(i / 4, 150_000) } else { content(seed, (seed as usize * 7717) % 600_000 + 1) };
                 let digest = sha256(&data);
                 let outcome: Result<Option<StatusCode>, reqwest::Error> = async {
                     match i % 5 {
@@ -473,7 +473,7 @@ async fn load_with_kills_loses_nothing_acknowledged() {
                             let status = r.status();
                             if status == StatusCode::CREATED {
                                 tally.lock().expect("tally").tags.insert(key.clone(), Some(md));
-                                if i % 3 == 0 {
+                                if i.is_multiple_of(3) {
                                     let r = c.delete(url(&format!("/v2/{repo}/manifests/{tag}"))).send().await;
                                     match r {
                                         Ok(r) if r.status() == StatusCode::ACCEPTED => {
@@ -508,7 +508,7 @@ async fn load_with_kills_loses_nothing_acknowledged() {
                 // Pull something already acknowledged, now and then.
                 let sample = {
                     let t = tally.lock().expect("tally");
-                    (i % 3 == 0 && !t.blobs.is_empty()).then(|| t.blobs[(seed as usize) % t.blobs.len()].clone())
+                    (i.is_multiple_of(3) && !t.blobs.is_empty()).then(|| t.blobs[(seed as usize) % t.blobs.len()].clone())
                 };
                 if let Some((repo, digest, data)) = sample {
                     if let Ok(r) = c.get(url(&format!("/v2/{repo}/blobs/{digest}"))).send().await {
