@@ -3,10 +3,12 @@
 #
 # On a Debian 12 machine as root it:
 #   1. installs what the tests need from Debian and PyPI (skipped when everything is there),
-#   2. checks for cargo-nextest (falls back to `cargo test`),
-#   3. starts a private dockerd (vfs storage, no iptables, no bridge) under a temp dir,
-#   4. builds and runs every test of the workspace, the ignored end-to-end ones included,
-#   5. stops dockerd and removes the temp dir, whatever happened.
+#   2. installs cargo-nextest from the crate registry when it is missing,
+#   3. checks formatting (`cargo fmt --check`) and lints (`cargo clippy -D warnings`),
+#   4. starts a private dockerd (vfs storage, no iptables, no bridge) under a temp dir,
+#   5. builds and runs every test of the workspace, the ignored end-to-end ones included,
+#   6. stops dockerd and removes the temp dir, whatever happened.
+# A formatting or lint failure fails the run, after the tests have run.
 # It exits non-zero when anything fails. Runnable from any directory, as often as you like.
 #
 # Environment:
@@ -111,14 +113,29 @@ fi
 
 # ---------------------------------------------------------------------------------
 step "test runner"
-if cargo nextest --version >/dev/null 2>&1; then
-    RUNNER=nextest
-    cargo nextest --version | head -n1
-else
-    RUNNER=cargo-test
-    echo "cargo-nextest not found; using cargo test"
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "cargo-nextest not found; installing it from the crate registry"
+    cargo install --locked --quiet cargo-nextest
 fi
-step_done runner "$RUNNER"
+cargo nextest --version | head -n1
+step_done runner nextest
+
+# ---------------------------------------------------------------------------------
+step "format and lints (cargo fmt --check, cargo clippy -D warnings)"
+lint_rc=0
+if ! cargo fmt --all --check; then
+    echo "cargo fmt --check: the code is not formatted (run cargo fmt --all)" >&2
+    lint_rc=1
+fi
+if ! cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings; then
+    echo "cargo clippy: warnings (denied)" >&2
+    lint_rc=1
+fi
+if ((lint_rc == 0)); then
+    step_done lints "fmt and clippy clean"
+else
+    step_done lints "FAILED"
+fi
 
 # ---------------------------------------------------------------------------------
 # Short path: the unix sockets live under it (108-byte limit on socket paths).
@@ -163,11 +180,7 @@ EXTRA=(${VALV_TEST_ARGS:-})
 
 # ---------------------------------------------------------------------------------
 step "build (workspace, tests)"
-if [[ $RUNNER == nextest ]]; then
-    cargo nextest run --workspace --no-run
-else
-    cargo test --workspace --no-run
-fi
+cargo nextest run --workspace --no-run
 step_done build "debug profile"
 # The conformance crate's tests run the valv binary, which it does not depend on (on
 # purpose); point them at the one just built rather than having each test build it
@@ -180,11 +193,7 @@ fi
 # ---------------------------------------------------------------------------------
 step "tests (workspace, ignored end-to-end tests included)"
 set +e
-if [[ $RUNNER == nextest ]]; then
-    cargo nextest run --workspace --run-ignored all --no-fail-fast "${EXTRA[@]}"
-else
-    cargo test --workspace --no-fail-fast "${EXTRA[@]}" -- --include-ignored
-fi
+cargo nextest run --workspace --run-ignored all --no-fail-fast "${EXTRA[@]}"
 test_rc=$?
 set -e
 if ((test_rc == 0)); then
@@ -200,5 +209,9 @@ printf '%-28s %5ss\n' total "$(($(date +%s) - START))"
 if ((test_rc != 0)); then
     echo "scripts/test.sh: FAILED" >&2
     exit "$test_rc"
+fi
+if ((lint_rc != 0)); then
+    echo "scripts/test.sh: FAILED (format or lints)" >&2
+    exit 1
 fi
 echo "scripts/test.sh: OK"
