@@ -273,7 +273,7 @@ impl From<NameError> for ApiError {
 }
 
 /// Marker inside an `io::Error` from a request body whose length differed from what
-/// the client declared (Content-Length or Content-Range); see [`crate::body`].
+/// the client declared (Content-Length or Content-Range); see [`crate::http::body`].
 #[derive(Debug)]
 pub struct LengthMismatch {
     pub declared: u64,

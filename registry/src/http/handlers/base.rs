@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use super::{HandlerResult, Reply};
 use crate::app::App;
-use crate::body::Body;
-use crate::query::{encode_value, Query};
+use crate::http::body::Body;
+use crate::http::query::{encode_value, Query};
 
 /// end-1: the API version check. The `Docker-Distribution-API-Version` header is added
 /// to every response by the server.

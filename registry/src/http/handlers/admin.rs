@@ -27,7 +27,6 @@
 //! to the vault with one identity (the `AZURE_*` environment); per-key identities
 //! arrive with multi-identity support.
 
-use crate::body::RequestBody;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{Request, Response, StatusCode};
@@ -39,30 +38,11 @@ use storage::{RotateOutcome, StoreError};
 use subtle::ConstantTimeEq;
 
 use crate::app::App;
-use crate::body::{collect_limited, Body, CollectError};
-use crate::handlers::{HandlerResult, Reply};
+use crate::http::body::{collect_limited, Body, CollectError, RequestBody};
+use crate::http::reply::{HandlerResult, Reply};
 
 /// The largest rotate-key request body read.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
-
-/// The admin API's settings. The token is never logged (`Debug` redacts it).
-#[derive(Clone, Default)]
-pub struct AdminSettings {
-    /// `None`: the admin API is disabled (404).
-    pub token: Option<String>,
-    /// The client id valv authenticates to the vault with (`AZURE_CLIENT_ID`), shown
-    /// as `keyVaultProperties.identity`.
-    pub identity: Option<String>,
-}
-
-impl std::fmt::Debug for AdminSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminSettings")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("identity", &self.identity)
-            .finish()
-    }
-}
 
 /// `az acr encryption show`'s body, plus valv's key state and generations.
 #[derive(Debug, Serialize)]
@@ -207,7 +187,7 @@ pub enum AdminAction {
 /// is disabled); every admin error is an `Ok` response in the admin error shape.
 pub async fn handle(app: &App, action: AdminAction, req: Request<RequestBody>) -> HandlerResult {
     let Some(token) = app.admin.token.as_deref() else {
-        return Err(crate::errors::no_such_endpoint());
+        return Err(crate::http::errors::no_such_endpoint());
     };
     if let Err(e) = authorize(token, &req) {
         return Ok(e.response());
@@ -427,6 +407,7 @@ fn check_same_provider(app: &App, key: &KeyId) -> Result<(), AdminError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::AdminSettings;
 
     #[test]
     fn debug_redacts_the_token() {

@@ -16,7 +16,7 @@ pub enum Route {
     Healthz,
     /// `GET /readyz`: the registry can serve content.
     Readyz,
-    /// `GET /admin/v1/encryption`: the admin API's key report (see [`crate::admin`]).
+    /// `GET /admin/v1/encryption`: the admin API's key report (see [`crate::http::handlers::admin`]).
     AdminEncryption,
     /// `POST /admin/v1/encryption/rotate-key`.
     AdminRotateKey,

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming, SizeHint};
 use storage::{BodyStream, ByteStream};
 
-use crate::errors::LengthMismatch;
+use crate::http::errors::LengthMismatch;
 
 /// The response body type. Unsync because the store's read streams are `Send` only.
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;

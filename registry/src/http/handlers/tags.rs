@@ -8,8 +8,8 @@ use storage::{Descriptor, Digest, RepositoryName};
 use super::names::OCI_FILTERS_APPLIED;
 use super::{HandlerResult, Reply};
 use crate::app::App;
-use crate::manifest::OCI_INDEX;
-use crate::query::{encode_value, Query};
+use crate::http::manifest::OCI_INDEX;
+use crate::http::query::{encode_value, Query};
 
 #[derive(Serialize)]
 struct TagList<'a> {

@@ -1,6 +1,6 @@
 //! Manifests: get/head (end-3), put (end-7), delete (end-9).
 
-use crate::body::RequestBody;
+use crate::http::body::RequestBody;
 use http::header::{CONTENT_TYPE, ETAG, LOCATION};
 use http::{Request, StatusCode};
 use storage::{Digest, NewManifest, Reference, RepositoryName, StoreError};
@@ -8,9 +8,9 @@ use storage::{Digest, NewManifest, Reference, RepositoryName, StoreError};
 use super::names::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
 use super::{content_length, header_str, HandlerResult, Reply};
 use crate::app::App;
-use crate::body::{collect_limited, CollectError};
-use crate::errors::{ApiError, ErrorCode};
-use crate::manifest::{self, content_type_media_type};
+use crate::http::body::{collect_limited, CollectError};
+use crate::http::errors::{ApiError, ErrorCode};
+use crate::http::manifest::{self, content_type_media_type};
 
 /// `GET|HEAD /v2/<name>/manifests/<reference>`: the exact bytes pushed, with the
 /// media type they were pushed as.
