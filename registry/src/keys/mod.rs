@@ -14,3 +14,6 @@ pub mod watcher;
 
 pub use state::{KeyState, KeyStatus, WatchSettings};
 pub use watcher::{KeyringStore, Watcher};
+
+#[cfg(test)]
+mod watcher_tests;
