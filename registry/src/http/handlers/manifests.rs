@@ -67,7 +67,7 @@ pub async fn put(
     let bytes = match collect_limited(req.into_body(), limit, drain, declared_too_large).await {
         Ok(b) => b,
         Err(CollectError::TooLarge) => return Err(too_large(limit)),
-        Err(CollectError::Body(e)) => return Err(StoreError::Body(e).into()),
+        Err(CollectError::Body(e)) => return Err(e.into()),
     };
     let parsed = manifest::parse(media_type.as_deref(), &bytes)
         .map_err(|e| ApiError::new(ErrorCode::ManifestInvalid).with_message(e.to_string()))?;
