@@ -188,5 +188,6 @@ fn route_error(e: RouteError) -> ApiError {
             .with_message("method not allowed on this endpoint")
             .with_header(http::header::ALLOW, allow),
         RouteError::Name(n) => name_error(n),
+        RouteError::ManifestUnknown => ApiError::new(ErrorCode::ManifestUnknown),
     }
 }
