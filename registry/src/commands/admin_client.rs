@@ -1,12 +1,11 @@
-//! `valv encryption show|rotate-key`: one HTTP/1.1 request to a running valv's admin
-//! API. A deliberately tiny client (plain `http://`, one request, `Connection: close`)
-//! so the binary needs no HTTP client dependency for two admin calls.
+//! `valv encryption show|rotate-key`: one request to a running valv's admin API, over
+//! `http://` or `https://` (reqwest with rustls, the client kms-client already links).
 
 use std::time::Duration;
 
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{Method, Url};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::cli::{AdminArgs, EncryptionCommand};
 
@@ -17,10 +16,14 @@ const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Error)]
 pub enum ClientError {
-    #[error("admin url {0:?}: expected http://host:port (https is not supported by this client)")]
+    #[error(
+        "admin url {0:?}: expected http://host[:port] or https://host[:port], without credentials"
+    )]
     Url(String),
-    #[error("cannot reach {url}: {source}")]
-    Io { url: String, source: std::io::Error },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(reqwest::Error),
+    #[error("cannot reach {url}: {}", causes(.source))]
+    Unreachable { url: String, source: reqwest::Error },
     #[error("{url} did not answer within {TIMEOUT:?}")]
     Timeout { url: String },
     #[error("{url} sent a malformed HTTP response: {reason}")]
@@ -30,38 +33,35 @@ pub enum ClientError {
     Status { status: u16, message: String },
 }
 
-/// A parsed `http://host:port[/prefix]` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Target {
-    /// `host:port` to connect to and send as `Host`.
-    authority: String,
-    /// Path prefix without a trailing slash (usually empty).
-    prefix: String,
+/// An error and its causes, `a: b: c` (reqwest's own message omits the cause, e.g.
+/// "connection refused").
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
 }
 
-fn parse_url(url: &str) -> Result<Target, ClientError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| ClientError::Url(url.to_owned()))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    if authority.is_empty() || authority.contains('@') {
-        return Err(ClientError::Url(url.to_owned()));
-    }
-    let authority = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+/// `base` (an http(s) URL, perhaps with a path prefix) joined with `path`.
+fn endpoint(base: &str, path: &str) -> Result<Url, ClientError> {
+    let bad = || ClientError::Url(base.to_owned());
+    let url = Url::parse(base).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none_or(str::is_empty)
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
     {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    Ok(Target {
-        authority,
-        prefix: path.trim_end_matches('/').to_owned(),
-    })
+        return Err(bad());
+    }
+    let prefix = url.path().trim_end_matches('/');
+    let mut joined = url.clone();
+    joined.set_path(&format!("{prefix}{path}"));
+    Ok(joined)
 }
 
 /// A response: status and body.
@@ -71,120 +71,54 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
-/// Sends one request and reads the whole response.
+/// Sends one request and reads the whole response (at most `MAX_RESPONSE_BYTES`).
 async fn request(
-    url: &str,
-    method: &str,
+    base: &str,
+    method: Method,
     path: &str,
     token: Option<&str>,
-    body: Option<&[u8]>,
+    body: Option<Vec<u8>>,
 ) -> Result<Answer, ClientError> {
-    let target = parse_url(url)?;
-    let io = |source| ClientError::Io {
-        url: url.to_owned(),
-        source,
-    };
-    let exchange = async {
-        let mut stream = TcpStream::connect(&target.authority).await.map_err(io)?;
-        let mut head = format!(
-            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nConnection: close\r\nUser-Agent: valv/{}\r\n",
-            target.prefix,
-            target.authority,
-            env!("CARGO_PKG_VERSION")
-        );
-        if let Some(token) = token {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    let url = endpoint(base, path)?;
+    let client = reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .user_agent(concat!("valv/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(ClientError::Client)?;
+    let failed = |source: reqwest::Error| {
+        if source.is_timeout() {
+            ClientError::Timeout {
+                url: base.to_owned(),
+            }
+        } else {
+            ClientError::Unreachable {
+                url: base.to_owned(),
+                source,
+            }
         }
-        let body = body.unwrap_or_default();
-        if method != "GET" {
-            head.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                body.len()
-            ));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).await.map_err(io)?;
-        stream.write_all(body).await.map_err(io)?;
-        stream.flush().await.map_err(io)?;
-        let mut raw = Vec::new();
-        (&mut stream)
-            .take(MAX_RESPONSE_BYTES as u64 + 1)
-            .read_to_end(&mut raw)
-            .await
-            .map_err(io)?;
-        Ok::<_, ClientError>(raw)
     };
-    let raw = tokio::time::timeout(TIMEOUT, exchange)
-        .await
-        .map_err(|_| ClientError::Timeout {
-            url: url.to_owned(),
-        })??;
-    parse_response(&raw).map_err(|reason| ClientError::Malformed {
-        url: url.to_owned(),
-        reason,
-    })
-}
-
-/// Parses a complete HTTP/1.1 response read to the end of the connection.
-fn parse_response(raw: &[u8]) -> Result<Answer, String> {
-    if raw.len() > MAX_RESPONSE_BYTES {
-        return Err(format!("larger than {MAX_RESPONSE_BYTES} bytes"));
+    let mut req = client
+        .request(method, url)
+        .header(ACCEPT, "application/json");
+    if let Some(token) = token {
+        req = req.header(AUTHORIZATION, format!("Bearer {token}"));
     }
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers")?;
-    let head = std::str::from_utf8(&raw[..split]).map_err(|_| "headers are not UTF-8")?;
-    let rest = &raw[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().ok_or("no status line")?;
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let mut chunked = false;
-    let mut length = None;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.eq_ignore_ascii_case("chunked");
-        } else if name.eq_ignore_ascii_case("content-length") {
-            length = value.parse::<usize>().ok();
-        }
+    if let Some(body) = body {
+        req = req.header(CONTENT_TYPE, "application/json").body(body);
     }
-    let body = if chunked {
-        dechunk(rest)?
-    } else if let Some(n) = length {
-        rest.get(..n)
-            .ok_or("body shorter than Content-Length")?
-            .to_vec()
-    } else {
-        rest.to_vec()
-    };
+    let mut resp = req.send().await.map_err(failed)?;
+    let status = resp.status().as_u16();
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(failed)? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(ClientError::Malformed {
+                url: base.to_owned(),
+                reason: format!("larger than {MAX_RESPONSE_BYTES} bytes"),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
     Ok(Answer { status, body })
-}
-
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("truncated chunk size")?;
-        let size_text = std::str::from_utf8(&data[..eol]).map_err(|_| "bad chunk size")?;
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| "bad chunk size")?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(data.get(..size).ok_or("truncated chunk")?);
-        data = data.get(size + 2..).ok_or("truncated chunk")?;
-    }
 }
 
 /// The message of an admin error body, or the body itself.
@@ -200,9 +134,12 @@ fn error_message(body: &[u8]) -> String {
 }
 
 /// Runs a `valv encryption …` command: the pretty JSON on success.
+///
+/// Fails with the server's status and message when it answers an error, and with
+/// `Url`, `Unreachable`, `Timeout` or `Malformed` when there is no usable answer.
 pub async fn run(command: &EncryptionCommand) -> Result<String, ClientError> {
     let (args, method, path, body): (&AdminArgs, _, _, Option<Vec<u8>>) = match command {
-        EncryptionCommand::Show { admin } => (admin, "GET", "/admin/v1/encryption", None),
+        EncryptionCommand::Show { admin } => (admin, Method::GET, "/admin/v1/encryption", None),
         EncryptionCommand::RotateKey {
             key_encryption_key,
             identity,
@@ -214,14 +151,14 @@ pub async fn run(command: &EncryptionCommand) -> Result<String, ClientError> {
             }
             (
                 admin,
-                "POST",
+                Method::POST,
                 "/admin/v1/encryption/rotate-key",
                 Some(serde_json::to_vec(&req).unwrap_or_default()),
             )
         }
     };
     let token = args.token.as_deref().filter(|t| !t.is_empty());
-    let answer = request(&args.url, method, path, token, body.as_deref()).await?;
+    let answer = request(&args.url, method, path, token, body).await?;
     if !(200..300).contains(&answer.status) {
         return Err(ClientError::Status {
             status: answer.status,
@@ -242,35 +179,24 @@ mod tests {
 
     #[test]
     fn urls() {
+        let e = |base| endpoint(base, "/admin/v1/encryption").map(|u| u.to_string());
         assert_eq!(
-            parse_url("http://127.0.0.1:5000").expect("url"),
-            Target {
-                authority: "127.0.0.1:5000".into(),
-                prefix: String::new()
-            }
+            e("http://127.0.0.1:5000").expect("url"),
+            "http://127.0.0.1:5000/admin/v1/encryption"
         );
         assert_eq!(
-            parse_url("http://localhost/x/").expect("url"),
-            Target {
-                authority: "localhost:80".into(),
-                prefix: "/x".into()
-            }
+            e("https://registry.example/x/").expect("url"),
+            "https://registry.example/x/admin/v1/encryption"
         );
-        assert!(parse_url("https://127.0.0.1:5000").is_err());
-        assert!(parse_url("http://").is_err());
-        assert!(parse_url("http://u:p@h:1").is_err());
-    }
-
-    #[test]
-    fn responses() {
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}").expect("ok");
-        assert_eq!((r.status, r.body.as_slice()), (200, b"{}".as_slice()));
-        let r = parse_response(
-            b"HTTP/1.1 401 Unauthorized\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
-        )
-        .expect("chunked");
-        assert_eq!((r.status, r.body.as_slice()), (401, b"abcde".as_slice()));
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+        for bad in [
+            "ftp://h/",
+            "http://",
+            "http://u:p@h:1",
+            "127.0.0.1:5000",
+            "http://h/?q=1",
+        ] {
+            assert!(e(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
