@@ -48,7 +48,7 @@ pub struct App {
     /// The key id the registry was started with (the keyring records the one in use).
     pub key_id: KeyId,
     /// The key watcher's view of the KEK; every content request consults it.
-    pub keys: KeyStatus,
+    pub key_status: KeyStatus,
     /// How the key watcher runs (intervals, outage grace).
     pub watch: WatchSettings,
     /// The admin API's token (none: disabled) and the identity it reports.
@@ -113,7 +113,7 @@ impl App {
             store,
             settings: Settings::from_config(config),
             key_id,
-            keys: KeyStatus::new(),
+            key_status: KeyStatus::new(),
             watch: WatchSettings::from_config(config),
             admin: AdminSettings {
                 token: config.admin.token.clone(),

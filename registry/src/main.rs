@@ -94,7 +94,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             let kek = app.store.kek().clone();
             let watcher = valv::keys::Watcher {
                 store: &app.store,
-                status: &app.keys,
+                status: &app.key_status,
                 settings: app.watch,
                 kek: kek.as_ref(),
                 key_id: &app.key_id,

@@ -24,7 +24,7 @@ pub fn admit(app: &App, route: &Route, _req: &Request<RequestBody>) -> Result<()
     // one (`http/auth.rs`), configured from `App`. The admin API keeps its own token
     // (`handlers::admin`). Nothing authenticates today: every request is admitted.
     if needs_keys(route) {
-        key_gate(&app.keys.get())?;
+        key_gate(&app.key_status.get())?;
     }
     Ok(())
 }

@@ -267,7 +267,8 @@ async fn read_body(req: Request<RequestBody>) -> Result<Bytes, AdminError> {
 pub async fn show(app: &App) -> Result<EncryptionView, AdminError> {
     let doc = match app.store.keyring() {
         Ok(ring) => ring.doc.clone(),
-        // Sealed: the document is still readable, the keys are not needed.
+        // The registry keys are dropped (revoked or unavailable): the document is
+        // still readable, and showing it needs no key.
         Err(_) => match app.store.keyring_doc().await {
             Ok(Some((_, doc))) => doc,
             Ok(None) => {
@@ -280,7 +281,11 @@ pub async fn show(app: &App) -> Result<EncryptionView, AdminError> {
             Err(e) => return Err(store_failure(e)),
         },
     };
-    Ok(view(&doc, app.admin.identity.clone(), &app.keys.get()))
+    Ok(view(
+        &doc,
+        app.admin.identity.clone(),
+        &app.key_status.get(),
+    ))
 }
 
 /// ACR's `status` for a key state: `enabled` while the key is active, otherwise the

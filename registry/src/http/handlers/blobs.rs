@@ -5,7 +5,7 @@ use http::header::{ACCEPT_RANGES, CONTENT_RANGE, ETAG, RANGE};
 use http::{Request, StatusCode};
 use storage::{Digest, RepositoryName};
 
-use super::names::DOCKER_CONTENT_DIGEST;
+use super::header_names::DOCKER_CONTENT_DIGEST;
 use super::{header_str, HandlerResult, Reply};
 use crate::app::App;
 use crate::http::body;

@@ -5,7 +5,7 @@ use http::header::{CONTENT_TYPE, ETAG, LOCATION};
 use http::{Request, StatusCode};
 use storage::{Digest, NewManifest, Reference, RepositoryName, StoreError};
 
-use super::names::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
+use super::header_names::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
 use super::{content_length, header_str, HandlerResult, Reply};
 use crate::app::App;
 use crate::http::body::{collect_limited, CollectError};

@@ -21,7 +21,7 @@ mod tags;
 mod uploads;
 
 /// Header names the spec and Docker clients use (lowercase, as HTTP/1 is case-blind).
-pub mod names {
+pub mod header_names {
     use http::HeaderName;
     pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
     pub const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");

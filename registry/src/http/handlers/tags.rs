@@ -5,7 +5,7 @@ use http::StatusCode;
 use serde::Serialize;
 use storage::{Descriptor, Digest, RepositoryName};
 
-use super::names::OCI_FILTERS_APPLIED;
+use super::header_names::OCI_FILTERS_APPLIED;
 use super::{HandlerResult, Reply};
 use crate::app::App;
 use crate::http::manifest::OCI_INDEX;

@@ -7,7 +7,7 @@ use http::{Request, StatusCode};
 use hyper::body::Body as _;
 use storage::{Digest, RepositoryName, StoreError, UploadId, UploadStatus};
 
-use super::names::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
+use super::header_names::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
 use super::{content_length, header_str, HandlerResult, Reply};
 use crate::app::App;
 use crate::http::body::request_stream;
