@@ -13,6 +13,11 @@
 //! registry keys, rewraps them: the node that takes the rotation lease (a create-only
 //! object) does it, and the others load its keyring (the create-only keyring write
 //! would settle a race anyway). Blob envelopes and data objects are never touched.
+//!
+//! A probe or recovery attempt the vault does not answer within
+//! [`WatchSettings::probe_timeout`] counts as an unreachable vault. The watcher sees
+//! the store through [`KeyringStore`] and keeps time with `tokio::time`, so its state
+//! machine runs in tests under paused time (`keys/watcher_tests.rs`).
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! Request handlers. Each one parses what the route did not (query, headers), calls the
 //! store, and builds the response; anything more belongs in the store or a parser.
+//! [`handle`] runs the gate (`http::gate`) first; [`admin`] is the admin API.
 
 use http::header::CONTENT_LENGTH;
 use http::{HeaderName, Request};
