@@ -12,9 +12,8 @@ use object_store::ObjectStore;
 use storage::{Store, StoreError};
 use thiserror::Error;
 
-use crate::admin::AdminSettings;
-use crate::config::{Config, StorageUrl};
-use crate::watcher::{KeyStatus, WatchSettings};
+use crate::config::{AdminSettings, Config, StorageUrl};
+use crate::keys::{KeyStatus, WatchSettings};
 
 /// The local development KEK's name under `<data_dir>/keys`.
 pub const DEV_KEY_NAME: &str = "valv-dev-kek";
@@ -49,7 +48,9 @@ pub struct App {
     /// The key id the registry was started with (the keyring records the one in use).
     pub key_id: KeyId,
     /// The key watcher's view of the KEK; every content request consults it.
-    pub keys: KeyStatus,
+    pub key_status: KeyStatus,
+    /// How the key watcher runs (intervals, outage grace).
+    pub watch: WatchSettings,
     /// The admin API's token (none: disabled) and the identity it reports.
     pub admin: AdminSettings,
 }
@@ -112,7 +113,8 @@ impl App {
             store,
             settings: Settings::from_config(config),
             key_id,
-            keys: KeyStatus::new(WatchSettings::from_config(config)),
+            key_status: KeyStatus::new(),
+            watch: WatchSettings::from_config(config),
             admin: AdminSettings {
                 token: config.admin.token.clone(),
                 identity: std::env::var("AZURE_CLIENT_ID")

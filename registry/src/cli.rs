@@ -52,8 +52,8 @@ pub enum EncryptionCommand {
         /// The new key-encryption key id (versioned or versionless)
         #[arg(long, value_name = "ID")]
         key_encryption_key: String,
-        /// The client id of the identity to reach the key with (reported only: valv
-        /// uses its one configured identity until multi-identity support)
+        /// The client id of the identity to reach the key with: only the identity the
+        /// registry runs with is accepted (valv uses one identity)
         #[arg(long, value_name = "ID")]
         identity: Option<String>,
         #[command(flatten)]
@@ -64,7 +64,7 @@ pub enum EncryptionCommand {
 /// Where the admin API is and how to authenticate to it.
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// The registry's base URL (http:// only)
+    /// The registry's base URL (http:// or https://)
     #[arg(
         long,
         value_name = "URL",

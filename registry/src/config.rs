@@ -44,6 +44,26 @@ impl std::fmt::Debug for AdminConfig {
     }
 }
 
+/// The admin API's settings as the running registry uses them. The token is never
+/// logged (`Debug` redacts it).
+#[derive(Clone, Default)]
+pub struct AdminSettings {
+    /// `None`: the admin API is disabled (404).
+    pub token: Option<String>,
+    /// The client id valv authenticates to the vault with (`AZURE_CLIENT_ID`), shown
+    /// as `keyVaultProperties.identity`; a rotate-key naming another is refused.
+    pub identity: Option<String>,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Kek(command) => {
-            valv::kek::run(&command, &mut std::io::stdout().lock()).map_err(Into::into)
+            valv::commands::kek::run(&command, &mut std::io::stdout().lock()).map_err(Into::into)
         }
         Command::DevKeyvault(args) => runtime.block_on(dev_keyvault(args)),
         Command::Encryption(command) => runtime.block_on(encryption(command)),
@@ -88,10 +88,25 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     });
     let (stop_watcher, watcher_stopped) = tokio::sync::oneshot::channel::<()>();
-    let watcher = tokio::spawn(valv::watcher::run(app.clone(), async {
-        let _ = watcher_stopped.await;
-    }));
-    let served = valv::server::run(listener, app, shutdown_signal()).await;
+    let watcher = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let kek = app.store.kek().clone();
+            let watcher = valv::keys::Watcher {
+                store: &app.store,
+                status: &app.key_status,
+                settings: app.watch,
+                kek: kek.as_ref(),
+                key_id: &app.key_id,
+            };
+            watcher
+                .run(async {
+                    let _ = watcher_stopped.await;
+                })
+                .await
+        }
+    });
+    let served = valv::http::server::run(listener, app, shutdown_signal()).await;
     let _ = stop_watcher.send(());
     let _ = watcher.await;
     sweeps.abort();
@@ -103,7 +118,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
 /// `valv encryption …`: one admin API call; the JSON on stdout, or the server's
 /// message and exit status 1.
 async fn encryption(command: EncryptionCommand) -> Result<(), Box<dyn std::error::Error>> {
-    let json = valv::admin_client::run(&command).await?;
+    let json = valv::commands::admin_client::run(&command).await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{json}")?;
     out.flush()?;

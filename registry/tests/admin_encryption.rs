@@ -227,22 +227,38 @@ async fn manual_rotation_versions_keys_and_refusals() {
     assert_eq!(show(&http, &valv).await, doc, "show reports the rotation");
 
     // rotate-key to the versionless id: automatic rotation on, newest version in use.
+    // Another identity than the node's is refused, and nothing changes.
     let third = v.add_version(KEY).await.expect("add version").version;
-    let (status, doc) = rotate(
+    let (status, err) = rotate(
         &http,
         &valv,
         serde_json::json!({"keyEncryptionKey": key_id(KEY), "identity": "other-client"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["code"], "IdentityNotSupported", "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("other-client") && m.contains(CLIENT_ID)),
+        "{err}"
+    );
+    assert_eq!(
+        kv(&show(&http, &valv).await, "versionedKeyIdentifier"),
+        versioned(KEY, &second)
+    );
+    // The node's own identity is accepted.
+    let (status, doc) = rotate(
+        &http,
+        &valv,
+        serde_json::json!({"keyEncryptionKey": key_id(KEY), "identity": CLIENT_ID}),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     assert_eq!(kv(&doc, "keyIdentifier"), key_id(KEY));
     assert_eq!(kv(&doc, "keyRotationEnabled"), true);
     assert_eq!(kv(&doc, "versionedKeyIdentifier"), versioned(KEY, &third));
-    assert_eq!(
-        kv(&doc, "identity"),
-        "other-client",
-        "the identity is echoed"
-    );
+    assert_eq!(kv(&doc, "identity"), CLIENT_ID);
 
     // rotate-key to another key in the vault: content reads back identical.
     let other = v
@@ -394,6 +410,10 @@ async fn show_answers_while_the_key_is_revoked() {
     let doc = show(&http, &valv).await;
     assert_eq!(kv(&doc, "keyIdentifier"), key_id(KEY));
     assert_eq!(kv(&doc, "versionedKeyIdentifier"), versioned(KEY, &first));
+    assert_eq!(
+        doc["status"], "revoked",
+        "status follows the key state: {doc}"
+    );
     assert!(
         doc["reason"].as_str().is_some_and(|r| !r.is_empty()),
         "{doc}"
@@ -419,4 +439,5 @@ async fn show_answers_while_the_key_is_revoked() {
         show(&http, &valv).await["state"] == "active"
     })
     .await;
+    assert_eq!(show(&http, &valv).await["status"], "enabled");
 }

@@ -5,8 +5,8 @@
 use http::Method;
 use proptest::prelude::*;
 use storage::{RangeSpec, Reference};
-use valv::range::{parse_content_range, parse_range, ContentRangeError};
-use valv::routes::{route, Route};
+use valv::http::range::{parse_content_range, parse_range, ContentRangeError};
+use valv::http::routes::{route, Route};
 
 const METHODS: [&str; 7] = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"];
 
@@ -35,7 +35,7 @@ proptest! {
 
     #[test]
     fn manifest_parser_never_panics(ct in prop::option::of("[a-z./+0-9-]{0,60}"), body in proptest::collection::vec(any::<u8>(), 0..400)) {
-        let _ = valv::manifest::parse(ct.as_deref(), &body);
+        let _ = valv::http::manifest::parse(ct.as_deref(), &body);
     }
 
     #[test]

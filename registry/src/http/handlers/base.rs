@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use super::{HandlerResult, Reply};
 use crate::app::App;
-use crate::body::Body;
-use crate::query::{encode_value, Query};
+use crate::http::body::Body;
+use crate::http::query::{encode_value, Query};
 
 /// end-1: the API version check. The `Docker-Distribution-API-Version` header is added
 /// to every response by the server.
@@ -29,8 +29,8 @@ pub fn healthz() -> Response<Body> {
 /// Ready while content can be served: the key is active, or the vault has been
 /// unreachable for less than the outage grace. 503 otherwise, with the key state.
 pub fn readyz(app: &App) -> Response<Body> {
-    let state = app.keys.get();
-    if app.keys.ready() {
+    let state = app.key_status.get();
+    if app.key_status.ready() {
         Reply::new(StatusCode::OK)
             .bytes(
                 "text/plain; charset=utf-8",

@@ -1,16 +1,16 @@
 //! Manifests: get/head (end-3), put (end-7), delete (end-9).
 
-use crate::body::RequestBody;
+use crate::http::body::RequestBody;
 use http::header::{CONTENT_TYPE, ETAG, LOCATION};
 use http::{Request, StatusCode};
 use storage::{Digest, NewManifest, Reference, RepositoryName, StoreError};
 
-use super::names::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
+use super::header_names::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
 use super::{content_length, header_str, HandlerResult, Reply};
 use crate::app::App;
-use crate::body::{collect_limited, CollectError};
-use crate::errors::{ApiError, ErrorCode};
-use crate::manifest::{self, content_type_media_type};
+use crate::http::body::{collect_limited, CollectError};
+use crate::http::errors::{ApiError, ErrorCode};
+use crate::http::manifest::{self, content_type_media_type};
 
 /// `GET|HEAD /v2/<name>/manifests/<reference>`: the exact bytes pushed, with the
 /// media type they were pushed as.
@@ -67,7 +67,7 @@ pub async fn put(
     let bytes = match collect_limited(req.into_body(), limit, drain, declared_too_large).await {
         Ok(b) => b,
         Err(CollectError::TooLarge) => return Err(too_large(limit)),
-        Err(CollectError::Body(e)) => return Err(StoreError::Body(e).into()),
+        Err(CollectError::Body(e)) => return Err(e.into()),
     };
     let parsed = manifest::parse(media_type.as_deref(), &bytes)
         .map_err(|e| ApiError::new(ErrorCode::ManifestInvalid).with_message(e.to_string()))?;

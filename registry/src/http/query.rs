@@ -1,7 +1,7 @@
 //! Query strings, percent-decoded (`application/x-www-form-urlencoded` rules, which is
 //! what clients produce: `%3A` for `:` in a digest, `+` for a space).
 
-use crate::errors::{ApiError, ErrorCode};
+use crate::http::errors::{ApiError, ErrorCode};
 
 /// The decoded `key=value` pairs of a query string, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

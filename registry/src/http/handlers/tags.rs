@@ -5,11 +5,11 @@ use http::StatusCode;
 use serde::Serialize;
 use storage::{Descriptor, Digest, RepositoryName};
 
-use super::names::OCI_FILTERS_APPLIED;
+use super::header_names::OCI_FILTERS_APPLIED;
 use super::{HandlerResult, Reply};
 use crate::app::App;
-use crate::manifest::OCI_INDEX;
-use crate::query::{encode_value, Query};
+use crate::http::manifest::OCI_INDEX;
+use crate::http::query::{encode_value, Query};
 
 #[derive(Serialize)]
 struct TagList<'a> {

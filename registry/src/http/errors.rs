@@ -11,6 +11,8 @@ use kms_client::KmsError;
 use serde::Serialize;
 use storage::{NameError, StoreError};
 
+use crate::http::body::BodyError;
+
 /// Every error code valv sends. The first fourteen are the spec's (code-1 … code-14);
 /// the rest are distribution's extras, used only where no spec code fits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,149 +38,142 @@ pub enum ErrorCode {
     Unknown,
 }
 
-/// One row of the code table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CodeInfo {
-    pub code: ErrorCode,
-    /// The wire string.
-    pub name: &'static str,
-    /// The status sent unless a handler has a more specific one (e.g. 416, 413).
-    pub status: StatusCode,
-    /// The spec's description, used when there is nothing more specific to say.
-    pub message: &'static str,
-}
-
-const fn row(code: ErrorCode, name: &'static str, status: u16, message: &'static str) -> CodeInfo {
-    let status = match StatusCode::from_u16(status) {
-        Ok(s) => s,
-        Err(_) => panic!("invalid status in the error table"),
-    };
-    CodeInfo {
-        code,
-        name,
-        status,
-        message,
-    }
-}
-
-/// The table (statuses as distribution pairs them; REFERENCE §6.1).
-pub const CODES: &[CodeInfo] = &[
-    row(
-        ErrorCode::BlobUnknown,
-        "BLOB_UNKNOWN",
-        404,
-        "blob unknown to registry",
-    ),
-    row(
-        ErrorCode::BlobUploadInvalid,
-        "BLOB_UPLOAD_INVALID",
-        400,
-        "blob upload invalid",
-    ),
-    row(
-        ErrorCode::BlobUploadUnknown,
-        "BLOB_UPLOAD_UNKNOWN",
-        404,
-        "blob upload unknown to registry",
-    ),
-    row(
-        ErrorCode::DigestInvalid,
-        "DIGEST_INVALID",
-        400,
-        "provided digest did not match uploaded content",
-    ),
-    row(
-        ErrorCode::ManifestBlobUnknown,
-        "MANIFEST_BLOB_UNKNOWN",
-        400,
-        "manifest references a manifest or blob unknown to registry",
-    ),
-    row(
-        ErrorCode::ManifestInvalid,
-        "MANIFEST_INVALID",
-        400,
-        "manifest invalid",
-    ),
-    row(
-        ErrorCode::ManifestUnknown,
-        "MANIFEST_UNKNOWN",
-        404,
-        "manifest unknown to registry",
-    ),
-    row(
-        ErrorCode::NameInvalid,
-        "NAME_INVALID",
-        400,
-        "invalid repository name",
-    ),
-    row(
-        ErrorCode::NameUnknown,
-        "NAME_UNKNOWN",
-        404,
-        "repository name not known to registry",
-    ),
-    row(
-        ErrorCode::SizeInvalid,
-        "SIZE_INVALID",
-        400,
-        "provided length did not match content length",
-    ),
-    row(
-        ErrorCode::Unauthorized,
-        "UNAUTHORIZED",
-        401,
-        "authentication required",
-    ),
-    row(
-        ErrorCode::Denied,
-        "DENIED",
-        403,
-        "requested access to the resource is denied",
-    ),
-    row(
-        ErrorCode::Unsupported,
-        "UNSUPPORTED",
-        405,
-        "the operation is unsupported",
-    ),
-    row(
-        ErrorCode::TooManyRequests,
-        "TOOMANYREQUESTS",
-        429,
-        "too many requests",
-    ),
-    row(
-        ErrorCode::RangeInvalid,
-        "RANGE_INVALID",
-        416,
-        "invalid content range",
-    ),
-    row(
-        ErrorCode::PaginationNumberInvalid,
-        "PAGINATION_NUMBER_INVALID",
-        400,
-        "invalid number of results requested",
-    ),
-    row(
-        ErrorCode::Unavailable,
-        "UNAVAILABLE",
-        503,
-        "service unavailable",
-    ),
-    row(ErrorCode::Unknown, "UNKNOWN", 500, "unknown error"),
-];
-
 impl ErrorCode {
-    pub fn info(self) -> &'static CodeInfo {
-        // Every variant has exactly one row (checked by a unit test), so this search
-        // cannot fail; the fallback keeps request paths free of panics regardless.
-        CODES
-            .iter()
-            .find(|r| r.code == self)
-            .unwrap_or(&CODES[CODES.len() - 1])
+    /// Every code, for tests and documentation; [`ErrorCode::info`] is the table.
+    pub const ALL: [ErrorCode; 18] = [
+        ErrorCode::BlobUnknown,
+        ErrorCode::BlobUploadInvalid,
+        ErrorCode::BlobUploadUnknown,
+        ErrorCode::DigestInvalid,
+        ErrorCode::ManifestBlobUnknown,
+        ErrorCode::ManifestInvalid,
+        ErrorCode::ManifestUnknown,
+        ErrorCode::NameInvalid,
+        ErrorCode::NameUnknown,
+        ErrorCode::SizeInvalid,
+        ErrorCode::Unauthorized,
+        ErrorCode::Denied,
+        ErrorCode::Unsupported,
+        ErrorCode::TooManyRequests,
+        ErrorCode::RangeInvalid,
+        ErrorCode::PaginationNumberInvalid,
+        ErrorCode::Unavailable,
+        ErrorCode::Unknown,
+    ];
+
+    /// The table (statuses as distribution pairs them; REFERENCE §6.1): the wire
+    /// string, the status sent unless a handler has a more specific one (e.g. 416,
+    /// 413), and the spec's description, used when there is nothing more specific to
+    /// say. An exhaustive match: a new code does not compile without its row.
+    pub const fn info(self) -> (&'static str, StatusCode, &'static str) {
+        use ErrorCode::*;
+        match self {
+            BlobUnknown => (
+                "BLOB_UNKNOWN",
+                StatusCode::NOT_FOUND,
+                "blob unknown to registry",
+            ),
+            BlobUploadInvalid => (
+                "BLOB_UPLOAD_INVALID",
+                StatusCode::BAD_REQUEST,
+                "blob upload invalid",
+            ),
+            BlobUploadUnknown => (
+                "BLOB_UPLOAD_UNKNOWN",
+                StatusCode::NOT_FOUND,
+                "blob upload unknown to registry",
+            ),
+            DigestInvalid => (
+                "DIGEST_INVALID",
+                StatusCode::BAD_REQUEST,
+                "provided digest did not match uploaded content",
+            ),
+            ManifestBlobUnknown => (
+                "MANIFEST_BLOB_UNKNOWN",
+                StatusCode::BAD_REQUEST,
+                "manifest references a manifest or blob unknown to registry",
+            ),
+            ManifestInvalid => (
+                "MANIFEST_INVALID",
+                StatusCode::BAD_REQUEST,
+                "manifest invalid",
+            ),
+            ManifestUnknown => (
+                "MANIFEST_UNKNOWN",
+                StatusCode::NOT_FOUND,
+                "manifest unknown to registry",
+            ),
+            NameInvalid => (
+                "NAME_INVALID",
+                StatusCode::BAD_REQUEST,
+                "invalid repository name",
+            ),
+            NameUnknown => (
+                "NAME_UNKNOWN",
+                StatusCode::NOT_FOUND,
+                "repository name not known to registry",
+            ),
+            SizeInvalid => (
+                "SIZE_INVALID",
+                StatusCode::BAD_REQUEST,
+                "provided length did not match content length",
+            ),
+            Unauthorized => (
+                "UNAUTHORIZED",
+                StatusCode::UNAUTHORIZED,
+                "authentication required",
+            ),
+            Denied => (
+                "DENIED",
+                StatusCode::FORBIDDEN,
+                "requested access to the resource is denied",
+            ),
+            Unsupported => (
+                "UNSUPPORTED",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "the operation is unsupported",
+            ),
+            TooManyRequests => (
+                "TOOMANYREQUESTS",
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests",
+            ),
+            RangeInvalid => (
+                "RANGE_INVALID",
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "invalid content range",
+            ),
+            PaginationNumberInvalid => (
+                "PAGINATION_NUMBER_INVALID",
+                StatusCode::BAD_REQUEST,
+                "invalid number of results requested",
+            ),
+            Unavailable => (
+                "UNAVAILABLE",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service unavailable",
+            ),
+            Unknown => (
+                "UNKNOWN",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unknown error",
+            ),
+        }
     }
-    pub fn name(self) -> &'static str {
-        self.info().name
+
+    /// The wire string.
+    pub const fn name(self) -> &'static str {
+        self.info().0
+    }
+
+    /// The status sent unless a handler has a more specific one.
+    pub const fn status(self) -> StatusCode {
+        self.info().1
+    }
+
+    /// The spec's description.
+    pub const fn description(self) -> &'static str {
+        self.info().2
     }
 }
 
@@ -196,11 +191,10 @@ pub struct ApiError {
 impl ApiError {
     /// The code with its table status and its description as the message.
     pub fn new(code: ErrorCode) -> ApiError {
-        let info = code.info();
         ApiError {
             code,
-            status: info.status,
-            message: info.message.to_owned(),
+            status: code.status(),
+            message: code.description().to_owned(),
             detail: None,
             headers: Vec::new(),
         }
@@ -272,31 +266,11 @@ impl From<NameError> for ApiError {
     }
 }
 
-/// Marker inside an `io::Error` from a request body whose length differed from what
-/// the client declared (Content-Length or Content-Range); see [`crate::body`].
-#[derive(Debug)]
-pub struct LengthMismatch {
-    pub declared: u64,
-    pub received_at_least: u64,
-}
-
-impl std::fmt::Display for LengthMismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "request body length differs from the declared {} bytes (received {}{})",
-            self.declared,
-            self.received_at_least,
-            if self.received_at_least > self.declared {
-                "+"
-            } else {
-                ""
-            }
-        )
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> ApiError {
+        body_error(&e)
     }
 }
-
-impl std::error::Error for LengthMismatch {}
 
 /// Maps a storage error to what the client sees. No catch-all arm, on purpose.
 pub fn store_error(e: StoreError) -> ApiError {
@@ -327,7 +301,14 @@ pub fn store_error(e: StoreError) -> ApiError {
             internal()
         }
         StoreError::Key(k) => key_error(k),
-        StoreError::Body(io) => body_error(&io),
+        // The store reads request bodies only; their errors are ours (see BodyError).
+        StoreError::Body(io) => match BodyError::in_io(&io) {
+            Some(e) => body_error(e),
+            None => {
+                tracing::debug!(error = %io, "request body failed");
+                body_read_failed()
+            }
+        },
         StoreError::Backend(err) => {
             tracing::error!(error = %err, "object store failure");
             ApiError::new(ErrorCode::Unavailable)
@@ -380,15 +361,20 @@ fn key_error(e: KmsError) -> ApiError {
     }
 }
 
-fn body_error(io: &std::io::Error) -> ApiError {
-    if let Some(m) = io
-        .get_ref()
-        .and_then(|i| i.downcast_ref::<LengthMismatch>())
-    {
-        return ApiError::new(ErrorCode::SizeInvalid).with_message(m.to_string());
+fn body_error(e: &BodyError) -> ApiError {
+    match e {
+        BodyError::LengthMismatch { .. } => {
+            ApiError::new(ErrorCode::SizeInvalid).with_message(e.to_string())
+        }
+        BodyError::Read(cause) => {
+            // Usually the client went away; it will not read this.
+            tracing::debug!(error = %cause, "request body failed");
+            body_read_failed()
+        }
     }
-    // Usually the client went away; it will not read this.
-    tracing::debug!(error = %io, "request body failed");
+}
+
+fn body_read_failed() -> ApiError {
     ApiError::new(ErrorCode::BlobUploadInvalid).with_message("reading the request body failed")
 }
 
@@ -412,31 +398,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_code_has_exactly_one_row() {
-        let all = [
-            ErrorCode::BlobUnknown,
-            ErrorCode::BlobUploadInvalid,
-            ErrorCode::BlobUploadUnknown,
-            ErrorCode::DigestInvalid,
-            ErrorCode::ManifestBlobUnknown,
-            ErrorCode::ManifestInvalid,
-            ErrorCode::ManifestUnknown,
-            ErrorCode::NameInvalid,
-            ErrorCode::NameUnknown,
-            ErrorCode::SizeInvalid,
-            ErrorCode::Unauthorized,
-            ErrorCode::Denied,
-            ErrorCode::Unsupported,
-            ErrorCode::TooManyRequests,
-            ErrorCode::RangeInvalid,
-            ErrorCode::PaginationNumberInvalid,
-            ErrorCode::Unavailable,
-            ErrorCode::Unknown,
-        ];
-        assert_eq!(all.len(), CODES.len());
-        for c in all {
-            assert_eq!(CODES.iter().filter(|r| r.code == c).count(), 1, "{c:?}");
+    fn wire_strings_are_distinct_upper_case_and_statuses_are_errors() {
+        let names: std::collections::BTreeSet<_> =
+            ErrorCode::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        for c in ErrorCode::ALL {
+            assert!(
+                c.name()
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'_'),
+                "{c:?}"
+            );
+            assert!(
+                c.status().is_client_error() || c.status().is_server_error(),
+                "{c:?}"
+            );
         }
+        assert_eq!(ErrorCode::ManifestUnknown.status(), StatusCode::NOT_FOUND);
+        assert_eq!(ErrorCode::Unsupported.name(), "UNSUPPORTED");
     }
 
     #[test]
@@ -525,10 +504,11 @@ mod tests {
 
     #[test]
     fn length_mismatch_is_size_invalid() {
-        let io = std::io::Error::other(LengthMismatch {
+        let io = BodyError::LengthMismatch {
             declared: 10,
             received_at_least: 11,
-        });
+        }
+        .into_io();
         assert_eq!(
             store_error(StoreError::Body(io)).code,
             ErrorCode::SizeInvalid

@@ -16,7 +16,7 @@ pub enum Route {
     Healthz,
     /// `GET /readyz`: the registry can serve content.
     Readyz,
-    /// `GET /admin/v1/encryption`: the admin API's key report (see [`crate::admin`]).
+    /// `GET /admin/v1/encryption`: the admin API's key report (see [`crate::http::handlers::admin`]).
     AdminEncryption,
     /// `POST /admin/v1/encryption/rotate-key`.
     AdminRotateKey,
@@ -81,6 +81,10 @@ pub enum RouteError {
     MethodNotAllowed { allow: &'static str },
     /// The path has the resource's shape but a name in it is invalid.
     Name(NameError),
+    /// A manifest read or delete by a reference that is neither a valid tag nor a
+    /// digest: no manifest can have it, so it is not found (404 `MANIFEST_UNKNOWN`, as
+    /// distribution and the conformance suite expect). A push to it is still invalid.
+    ManifestUnknown,
 }
 
 impl From<NameError> for RouteError {
@@ -153,7 +157,15 @@ pub fn route(method: &Method, path: &str) -> Result<Route, RouteError> {
             ) {
                 return Err(not_allowed());
             }
-            let (repo, reference) = (repo(name)?, reference.parse::<Reference>()?);
+            let repo = repo(name)?;
+            let reference = match reference.parse::<Reference>() {
+                Ok(r) => r,
+                // A digest-shaped reference that does not parse stays DIGEST_INVALID.
+                Err(NameError::Tag(_)) if *method != Method::PUT => {
+                    return Err(RouteError::ManifestUnknown)
+                }
+                Err(e) => return Err(e.into()),
+            };
             match *method {
                 Method::PUT => Route::PutManifest { repo, reference },
                 Method::DELETE => Route::DeleteManifest { repo, reference },
@@ -515,7 +527,7 @@ mod tests {
             Err(RouteError::Name(NameError::Digest(_)))
         ));
         assert!(matches!(
-            route(&Method::GET, "/v2/a/manifests/.bad-tag"),
+            route(&Method::PUT, "/v2/a/manifests/.bad-tag"),
             Err(RouteError::Name(NameError::Tag(_)))
         ));
         assert!(matches!(
@@ -525,6 +537,37 @@ mod tests {
         assert!(matches!(
             route(&Method::GET, "/v2/a/blobs/uploads/not-a-uuid"),
             Err(RouteError::Name(NameError::UploadId))
+        ));
+    }
+
+    #[test]
+    fn a_reference_that_cannot_exist_is_not_found_except_for_a_push() {
+        let long = "t".repeat(129);
+        for reference in [".INVALID_MANIFEST_NAME", "-dash", long.as_str()] {
+            let path = format!("/v2/a/manifests/{reference}");
+            for method in [Method::GET, Method::HEAD, Method::DELETE] {
+                assert_eq!(
+                    route(&method, &path),
+                    Err(RouteError::ManifestUnknown),
+                    "{method} {path}"
+                );
+            }
+            assert!(
+                matches!(
+                    route(&Method::PUT, &path),
+                    Err(RouteError::Name(NameError::Tag(_)))
+                ),
+                "PUT {path}"
+            );
+        }
+        // The repository name is checked first; a bad digest stays a bad digest.
+        assert!(matches!(
+            route(&Method::GET, "/v2/A/manifests/.bad"),
+            Err(RouteError::Name(NameError::Repository(_)))
+        ));
+        assert!(matches!(
+            route(&Method::DELETE, "/v2/a/manifests/sha256:zz"),
+            Err(RouteError::Name(NameError::Digest(_)))
         ));
     }
 

@@ -1,15 +1,15 @@
 //! Blob reads (end-2) and deletes (end-10).
 
-use crate::body::RequestBody;
+use crate::http::body::RequestBody;
 use http::header::{ACCEPT_RANGES, CONTENT_RANGE, ETAG, RANGE};
 use http::{Request, StatusCode};
 use storage::{Digest, RepositoryName};
 
-use super::names::DOCKER_CONTENT_DIGEST;
+use super::header_names::DOCKER_CONTENT_DIGEST;
 use super::{header_str, HandlerResult, Reply};
 use crate::app::App;
-use crate::body;
-use crate::range::{content_range_header, parse_range};
+use crate::http::body;
+use crate::http::range::{content_range_header, parse_range};
 
 const OCTET_STREAM: &str = "application/octet-stream";
 

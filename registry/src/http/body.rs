@@ -14,7 +14,64 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming, SizeHint};
 use storage::{BodyStream, ByteStream};
 
-use crate::errors::LengthMismatch;
+/// Why a request body could not be read: what the handlers match on.
+///
+/// The store takes bodies as [`BodyStream`]s, whose items carry `io::Error`; a
+/// `BodyError` crosses that boundary inside one ([`BodyError::into_io`]) and is
+/// recovered on the way back ([`BodyError::in_io`]). Inside the registry it is typed.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The body's length differs from what the client declared (Content-Length or
+    /// Content-Range): the client's mistake, `SIZE_INVALID`.
+    LengthMismatch {
+        declared: u64,
+        received_at_least: u64,
+    },
+    /// The connection failed while the body was read (usually the client went away).
+    Read(hyper::Error),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::LengthMismatch {
+                declared,
+                received_at_least,
+            } => write!(
+                f,
+                "request body length differs from the declared {declared} bytes (received {received_at_least}{})",
+                if received_at_least > declared { "+" } else { "" }
+            ),
+            BodyError::Read(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BodyError::LengthMismatch { .. } => None,
+            BodyError::Read(e) => Some(e),
+        }
+    }
+}
+
+impl BodyError {
+    /// The `io::Error` the store's body stream carries.
+    pub fn into_io(self) -> io::Error {
+        let kind = match self {
+            BodyError::LengthMismatch { .. } => io::ErrorKind::InvalidData,
+            BodyError::Read(_) => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, self)
+    }
+
+    /// The `BodyError` an `io::Error` from the store carries, when it came from one of
+    /// our request bodies (the store adds no body errors of its own).
+    pub fn in_io(e: &io::Error) -> Option<&BodyError> {
+        e.get_ref()?.downcast_ref()
+    }
+}
 
 /// The response body type. Unsync because the store's read streams are `Send` only.
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
@@ -103,16 +160,18 @@ pub fn from_store(stream: ByteStream) -> Body {
 /// The request body as the store takes it, checked against a declared length.
 ///
 /// With `declared = Some(n)`, a body that ends before `n` bytes or runs past them
-/// yields an [`io::Error`] carrying [`LengthMismatch`]: the store then discards the
-/// append instead of committing a chunk that is not what the client said it sent.
+/// yields [`BodyError::LengthMismatch`] (inside the stream's `io::Error`): the store
+/// then discards the append instead of committing a chunk that is not what the client
+/// said it sent.
 pub fn request_stream(body: RequestBody, declared: Option<u64>) -> BodyStream<'static> {
-    let data = body.into_data_stream().map(|r| r.map_err(io::Error::other));
+    let data = body.into_data_stream().map(|r| r.map_err(BodyError::Read));
     CheckedLength {
         inner: Box::pin(data),
         declared,
         seen: 0,
         done: false,
     }
+    .map(|r| r.map_err(BodyError::into_io))
     .boxed()
 }
 
@@ -125,22 +184,17 @@ struct CheckedLength<S> {
 
 impl<S> Stream for CheckedLength<S>
 where
-    S: Stream<Item = io::Result<Bytes>>,
+    S: Stream<Item = Result<Bytes, BodyError>>,
 {
-    type Item = io::Result<Bytes>;
+    type Item = Result<Bytes, BodyError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.done {
             return Poll::Ready(None);
         }
-        let mismatch = |declared: u64, seen: u64| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                LengthMismatch {
-                    declared,
-                    received_at_least: seen,
-                },
-            )
+        let mismatch = |declared: u64, seen: u64| BodyError::LengthMismatch {
+            declared,
+            received_at_least: seen,
         };
         match self.inner.as_mut().poll_next(cx) {
             Poll::Pending => Poll::Pending,
@@ -173,7 +227,7 @@ where
 #[derive(Debug)]
 pub enum CollectError {
     TooLarge,
-    Body(io::Error),
+    Body(BodyError),
 }
 
 /// Collects a small body (a manifest) into memory, holding at most `limit` bytes.
@@ -193,7 +247,7 @@ pub async fn collect_limited(
     let mut seen: u64 = 0;
     let mut over = skip;
     while let Some(chunk) = data.next().await {
-        let chunk = chunk.map_err(|e| CollectError::Body(io::Error::other(e)))?;
+        let chunk = chunk.map_err(|e| CollectError::Body(BodyError::Read(e)))?;
         seen += chunk.len() as u64;
         if !over && kept.len() + chunk.len() > limit {
             over = true;
@@ -222,7 +276,7 @@ mod tests {
     async fn run(
         chunks: Vec<&'static [u8]>,
         declared: Option<u64>,
-    ) -> (Vec<u8>, Option<io::Error>) {
+    ) -> (Vec<u8>, Option<BodyError>) {
         let inner = stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from_static(c))));
         let mut s = CheckedLength {
             inner: Box::pin(inner),
@@ -243,8 +297,8 @@ mod tests {
         (out, None)
     }
 
-    fn is_mismatch(e: &io::Error) -> bool {
-        e.get_ref().is_some_and(|i| i.is::<LengthMismatch>())
+    fn is_mismatch(e: &BodyError) -> bool {
+        matches!(e, BodyError::LengthMismatch { .. })
     }
 
     #[tokio::test]

@@ -1,19 +1,19 @@
 //! Blob uploads: start (end-4a/4b, mount end-11), status (end-13), chunks (end-5),
 //! finish (end-6) and cancel. Sessions live in the store, so any node can continue one.
 
-use crate::body::RequestBody;
+use crate::http::body::RequestBody;
 use http::header::{CONTENT_RANGE, LOCATION, RANGE};
 use http::{Request, StatusCode};
 use hyper::body::Body as _;
 use storage::{Digest, RepositoryName, StoreError, UploadId, UploadStatus};
 
-use super::names::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
+use super::header_names::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
 use super::{content_length, header_str, HandlerResult, Reply};
 use crate::app::App;
-use crate::body::request_stream;
-use crate::errors::{ApiError, ErrorCode};
-use crate::query::Query;
-use crate::range::{parse_content_range, upload_range_header, ContentRangeError};
+use crate::http::body::request_stream;
+use crate::http::errors::{ApiError, ErrorCode};
+use crate::http::query::Query;
+use crate::http::range::{parse_content_range, upload_range_header, ContentRangeError};
 
 fn upload_location(repo: &RepositoryName, id: &UploadId) -> String {
     format!("/v2/{repo}/blobs/uploads/{id}")

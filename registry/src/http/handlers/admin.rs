@@ -23,11 +23,14 @@
 //! Errors are JSON in the shape Azure Resource Manager uses,
 //! `{"error": {"code": "...", "message": "..."}}`.
 //!
-//! The `identity` of a rotate-key is echoed in the response only: valv authenticates
-//! to the vault with one identity (the `AZURE_*` environment); per-key identities
-//! arrive with multi-identity support.
+//! valv authenticates to the vault with one identity (the `AZURE_*` environment): a
+//! rotate-key naming another `identity` is refused (400 `IdentityNotSupported`);
+//! naming the node's own is accepted. Per-request identities are not implemented.
+//!
+//! `status` is what ACR reports for its encryption, derived from the key state:
+//! `enabled` while the key is active, otherwise the state's name (`degraded`,
+//! `revoked`, `unavailable`).
 
-use crate::body::RequestBody;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{Request, Response, StatusCode};
@@ -39,30 +42,12 @@ use storage::{RotateOutcome, StoreError};
 use subtle::ConstantTimeEq;
 
 use crate::app::App;
-use crate::body::{collect_limited, Body, CollectError};
-use crate::handlers::{HandlerResult, Reply};
+use crate::http::body::{collect_limited, Body, CollectError, RequestBody};
+use crate::http::reply::{HandlerResult, Reply};
+use crate::keys::KeyState;
 
 /// The largest rotate-key request body read.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
-
-/// The admin API's settings. The token is never logged (`Debug` redacts it).
-#[derive(Clone, Default)]
-pub struct AdminSettings {
-    /// `None`: the admin API is disabled (404).
-    pub token: Option<String>,
-    /// The client id valv authenticates to the vault with (`AZURE_CLIENT_ID`), shown
-    /// as `keyVaultProperties.identity`.
-    pub identity: Option<String>,
-}
-
-impl std::fmt::Debug for AdminSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminSettings")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("identity", &self.identity)
-            .finish()
-    }
-}
 
 /// `az acr encryption show`'s body, plus valv's key state and generations.
 #[derive(Debug, Serialize)]
@@ -207,13 +192,13 @@ pub enum AdminAction {
 /// is disabled); every admin error is an `Ok` response in the admin error shape.
 pub async fn handle(app: &App, action: AdminAction, req: Request<RequestBody>) -> HandlerResult {
     let Some(token) = app.admin.token.as_deref() else {
-        return Err(crate::errors::no_such_endpoint());
+        return Err(crate::http::errors::no_such_endpoint());
     };
     if let Err(e) = authorize(token, &req) {
         return Ok(e.response());
     }
     Ok(match action {
-        AdminAction::Show => respond(show(app, None).await),
+        AdminAction::Show => respond(show(app).await),
         AdminAction::RotateKey => respond(rotate_key(app, req).await),
         AdminAction::Sweep => respond(sweep(app, req).await),
     })
@@ -279,10 +264,11 @@ async fn read_body(req: Request<RequestBody>) -> Result<Bytes, AdminError> {
 }
 
 /// `GET /admin/v1/encryption`.
-pub async fn show(app: &App, identity: Option<String>) -> Result<EncryptionView, AdminError> {
+pub async fn show(app: &App) -> Result<EncryptionView, AdminError> {
     let doc = match app.store.keyring() {
         Ok(ring) => ring.doc.clone(),
-        // Sealed: the document is still readable, the keys are not needed.
+        // The registry keys are dropped (revoked or unavailable): the document is
+        // still readable, and showing it needs no key.
         Err(_) => match app.store.keyring_doc().await {
             Ok(Some((_, doc))) => doc,
             Ok(None) => {
@@ -295,22 +281,26 @@ pub async fn show(app: &App, identity: Option<String>) -> Result<EncryptionView,
             Err(e) => return Err(store_failure(e)),
         },
     };
-    let state = app.keys.get();
     Ok(view(
         &doc,
-        identity.or_else(|| app.admin.identity.clone()),
-        state.name(),
-        state.reason().map(str::to_owned),
+        app.admin.identity.clone(),
+        &app.key_status.get(),
     ))
 }
 
+/// ACR's `status` for a key state: `enabled` while the key is active, otherwise the
+/// state's own name, so an operator reading only `status` still sees the trouble.
+pub fn encryption_status(state: &KeyState) -> &'static str {
+    match state {
+        KeyState::Active => "enabled",
+        KeyState::Degraded { .. } | KeyState::Revoked { .. } | KeyState::Unavailable { .. } => {
+            state.name()
+        }
+    }
+}
+
 /// The response body for a keyring document.
-pub fn view(
-    doc: &KeyringDoc,
-    identity: Option<String>,
-    state: &'static str,
-    reason: Option<String>,
-) -> EncryptionView {
+pub fn view(doc: &KeyringDoc, identity: Option<String>, state: &KeyState) -> EncryptionView {
     let rfc3339 =
         |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     EncryptionView {
@@ -326,9 +316,9 @@ pub fn view(
             key_rotation_enabled: doc.automatic_rotation,
             last_key_rotation_timestamp: doc.last_rotation.as_ref().map(rfc3339),
         },
-        status: "enabled",
-        state,
-        reason,
+        status: encryption_status(state),
+        state: state.name(),
+        reason: state.reason().map(str::to_owned),
         registry_key_generations: doc
             .generations
             .iter()
@@ -361,6 +351,7 @@ async fn rotate_key(app: &App, req: Request<RequestBody>) -> Result<EncryptionVi
                 format!("keyEncryptionKey {:?}: {e}", request.key_encryption_key),
             )
         })?;
+    check_identity(app.admin.identity.as_deref(), request.identity.as_deref())?;
     check_same_provider(app, &key)?;
     let version: VersionedKeyId = match key.as_versioned() {
         Some(v) => v,
@@ -392,7 +383,28 @@ async fn rotate_key(app: &App, req: Request<RequestBody>) -> Result<EncryptionVi
             );
         }
     }
-    show(app, request.identity.filter(|i| !i.is_empty())).await
+    show(app).await
+}
+
+/// A rotate-key may name the identity the node authenticates to the vault with (or
+/// none); another would have to be used for this key alone, which valv cannot do.
+fn check_identity(node: Option<&str>, requested: Option<&str>) -> Result<(), AdminError> {
+    let Some(requested) = requested.map(str::trim).filter(|i| !i.is_empty()) else {
+        return Ok(());
+    };
+    if node == Some(requested) {
+        return Ok(());
+    }
+    let runs_as = match node {
+        Some(id) => format!("identity {id:?} (AZURE_CLIENT_ID)"),
+        None => "no client id (a local key or the default managed identity)".to_owned(),
+    };
+    Err(AdminError::bad_request(
+        "IdentityNotSupported",
+        format!(
+            "identity {requested:?} is not the one this registry uses: it authenticates to the key vault with {runs_as}, and per-request identities are not supported; leave identity out, or restart the registry with that identity; nothing was changed"
+        ),
+    ))
 }
 
 /// The registry's KEK provider serves one kind of key id; another kind would fail
@@ -427,6 +439,7 @@ fn check_same_provider(app: &App, key: &KeyId) -> Result<(), AdminError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::AdminSettings;
 
     #[test]
     fn debug_redacts_the_token() {
@@ -451,6 +464,57 @@ mod tests {
         assert_eq!(
             kms_failure(KmsError::transient(k, "down")).status,
             StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[test]
+    fn only_the_nodes_own_identity_is_accepted() {
+        assert!(check_identity(Some("valv-client"), None).is_ok());
+        assert!(check_identity(Some("valv-client"), Some("")).is_ok());
+        assert!(check_identity(Some("valv-client"), Some("valv-client")).is_ok());
+        let e = check_identity(Some("valv-client"), Some("other-client")).expect_err("other");
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::BAD_REQUEST, "IdentityNotSupported")
+        );
+        assert!(e.message.contains("other-client") && e.message.contains("valv-client"));
+        assert!(check_identity(None, Some("any")).is_err());
+        assert!(check_identity(None, None).is_ok());
+    }
+
+    #[test]
+    fn status_follows_the_key_state() {
+        let doc = KeyringDoc {
+            version: 1,
+            key_id: "file:///k/a".into(),
+            automatic_rotation: true,
+            last_rotation: None,
+            generations: Vec::new(),
+        };
+        let status = |state: KeyState| {
+            let v = view(&doc, None, &state);
+            (v.status, v.state)
+        };
+        assert_eq!(status(KeyState::Active), ("enabled", "active"));
+        assert_eq!(
+            status(KeyState::Degraded {
+                since: tokio::time::Instant::now(),
+                since_utc: chrono::Utc::now(),
+                reason: "down".into(),
+            }),
+            ("degraded", "degraded")
+        );
+        let (key, reason) = ("file:///k/a".to_owned(), "disabled".to_owned());
+        assert_eq!(
+            status(KeyState::Revoked {
+                key: key.clone(),
+                reason: reason.clone()
+            }),
+            ("revoked", "revoked")
+        );
+        assert_eq!(
+            status(KeyState::Unavailable { key, reason }),
+            ("unavailable", "unavailable")
         );
     }
 

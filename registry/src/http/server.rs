@@ -18,10 +18,11 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::app::App;
-use crate::body::{Body, RequestBody};
-use crate::errors::{name_error, ApiError, ErrorCode};
-use crate::handlers::{error_response, handle};
-use crate::routes::{route, RouteError};
+use crate::http::body::{Body, RequestBody};
+use crate::http::errors::{name_error, ApiError, ErrorCode};
+use crate::http::handlers::handle;
+use crate::http::reply::error_response;
+use crate::http::routes::{route, RouteError};
 use crate::{API_VERSION, API_VERSION_HEADER};
 
 /// Serves `listener` until `shutdown` completes, then stops accepting, lets in-flight
@@ -182,10 +183,11 @@ async fn serve_request(app: &App, req: Request<Incoming>) -> Response<Body> {
 
 fn route_error(e: RouteError) -> ApiError {
     match e {
-        RouteError::NotFound => crate::errors::no_such_endpoint(),
+        RouteError::NotFound => crate::http::errors::no_such_endpoint(),
         RouteError::MethodNotAllowed { allow } => ApiError::new(ErrorCode::Unsupported)
             .with_message("method not allowed on this endpoint")
             .with_header(http::header::ALLOW, allow),
         RouteError::Name(n) => name_error(n),
+        RouteError::ManifestUnknown => ApiError::new(ErrorCode::ManifestUnknown),
     }
 }

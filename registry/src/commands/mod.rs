@@ -1,0 +1,7 @@
+//! The subcommands other than `serve`: each runs once and prints its result.
+//!
+//! - [`kek`]: `valv kek …`, the local `file://` key provider's lifecycle.
+//! - [`admin_client`]: `valv encryption …`, one admin API call to a running valv.
+
+pub mod admin_client;
+pub mod kek;

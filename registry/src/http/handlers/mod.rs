@@ -1,0 +1,84 @@
+//! Request handlers. Each one parses what the route did not (query, headers), calls the
+//! store, and builds the response; anything more belongs in the store or a parser.
+//! [`handle`] runs the gate (`http::gate`) first; [`admin`] is the admin API.
+
+use http::header::CONTENT_LENGTH;
+use http::{HeaderName, Request};
+
+use self::admin::AdminAction;
+use crate::app::App;
+use crate::http::body::RequestBody;
+use crate::http::errors::{ApiError, ErrorCode};
+use crate::http::gate;
+use crate::http::query::Query;
+use crate::http::reply::{HandlerResult, Reply};
+use crate::http::routes::Route;
+
+pub mod admin;
+mod base;
+mod blobs;
+mod manifests;
+mod tags;
+mod uploads;
+
+/// Header names the spec and Docker clients use (lowercase, as HTTP/1 is case-blind).
+pub mod header_names {
+    use http::HeaderName;
+    pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+    pub const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+    pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+    pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+}
+
+/// Runs the handler for `route`, once the gate has admitted the request.
+pub async fn handle(app: &App, route: Route, req: Request<RequestBody>) -> HandlerResult {
+    let query = Query::parse(req.uri().query());
+    gate::admit(app, &route, &req)?;
+    match route {
+        Route::Healthz => Ok(base::healthz()),
+        Route::Readyz => Ok(base::readyz(app)),
+        Route::ApiBase => Ok(base::api_base()),
+        Route::AdminEncryption => admin::handle(app, AdminAction::Show, req).await,
+        Route::AdminRotateKey => admin::handle(app, AdminAction::RotateKey, req).await,
+        Route::AdminSweep => admin::handle(app, AdminAction::Sweep, req).await,
+        Route::Catalog => base::catalog(app, &query).await,
+        Route::ListTags { repo } => tags::list(app, &repo, &query).await,
+        Route::Referrers { repo, digest } => tags::referrers(app, &repo, &digest, &query).await,
+        Route::GetManifest {
+            repo,
+            reference,
+            head,
+        } => manifests::get(app, &repo, &reference, head).await,
+        Route::PutManifest { repo, reference } => manifests::put(app, &repo, reference, req).await,
+        Route::DeleteManifest { repo, reference } => {
+            manifests::delete(app, &repo, &reference).await
+        }
+        Route::GetBlob { repo, digest, head } => blobs::get(app, &repo, &digest, head, &req).await,
+        Route::DeleteBlob { repo, digest } => blobs::delete(app, &repo, &digest).await,
+        Route::StartUpload { repo } => uploads::start(app, &repo, &query, req).await,
+        Route::UploadStatus { repo, id } => uploads::status(app, &repo, &id).await,
+        Route::PatchUpload { repo, id } => uploads::patch(app, &repo, &id, req).await,
+        Route::FinishUpload { repo, id } => uploads::finish(app, &repo, &id, &query, req).await,
+        Route::CancelUpload { repo, id } => uploads::cancel(app, &repo, &id).await,
+    }
+}
+
+/// `Content-Length` of the request, if declared. hyper has already refused malformed
+/// values, so a parse failure here would be an invalid header reaching us anyway.
+fn content_length<B>(req: &Request<B>) -> Result<Option<u64>, ApiError> {
+    match req.headers().get(CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::SizeInvalid).with_message("malformed Content-Length")
+            }),
+    }
+}
+
+fn header_str<B>(req: &Request<B>, name: HeaderName) -> Option<&str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}

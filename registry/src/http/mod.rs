@@ -1,0 +1,24 @@
+//! The HTTP layer: everything between a TCP connection and one store call.
+//!
+//! A request goes [`server`] (accept loop, connection limit, graceful shutdown, one log
+//! line per request) → [`routes`] (method + path → typed [`routes::Route`]) → [`gate`]
+//! (authentication, when it exists, then the key gate) → [`handlers`] (thin: parse,
+//! call one store operation, build the response) → [`reply`] / [`errors`] (the
+//! response builder; the OCI error codes, their JSON envelope, and the exhaustive
+//! `StoreError` → code mapping).
+//!
+//! Edge parsers, each unit-tested on its own: [`routes`], [`query`] (percent-decoded
+//! query strings), [`range`] (`Range` and upload `Content-Range`), [`manifest`]
+//! (manifest schemas by media type and the references they carry); [`body`] streams
+//! request and response bodies (blob bodies are never buffered).
+
+pub mod body;
+pub mod errors;
+pub mod gate;
+pub mod handlers;
+pub mod manifest;
+pub mod query;
+pub mod range;
+pub mod reply;
+pub mod routes;
+pub mod server;
