@@ -11,7 +11,7 @@
 //! - [`azure`]: Azure Key Vault / Managed HSM over REST (reqwest), with Entra ID
 //!   credentials (client secret, workload identity, managed identity).
 //! - [`local`]: RSA keys on disk under `file://<dir>/<name>[/<version>]`.
-//! - `retry`: the retry policy and loop every remote call goes through.
+//! - [`retry`]: the retry policy and loop every remote call goes through.
 //! - [`SecretBytes`]: unwrapped key material in a zeroizing, redacted type.
 //! - `testsuite` (cargo feature `testsuite`, for tests only): the generic provider
 //!   suite every provider's test runs through.
@@ -28,11 +28,12 @@ pub mod testsuite;
 
 mod error;
 mod id;
-mod retry;
+pub mod retry;
 mod secret;
 
 pub use error::KmsError;
 pub use id::{KeyId, KeyIdKind, VersionedKeyId};
+pub use retry::RetryPolicy;
 pub use secret::SecretBytes;
 
 use std::sync::Arc;

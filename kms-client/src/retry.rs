@@ -1,18 +1,18 @@
 //! Retries of remote calls: one policy and one loop for every call a provider makes
 //! over the network (Key Vault data plane, Entra ID token requests, IMDS).
 //!
-//! - **What is transient** ([`transient_status`]): 429 and 5xx answers, and requests
+//! - **What is transient** (`transient_status`): 429 and 5xx answers, and requests
 //!   that got no answer (connection refused or reset, timeout). Anything else is the
 //!   caller's to classify and is never retried here.
 //! - **How often**: at most [`RetryPolicy::max_attempts`] attempts in all.
 //! - **How long between attempts**: the server's `Retry-After` when it sent one,
-//!   otherwise exponential backoff with "equal jitter" ([`backoff_delay`]).
+//!   otherwise exponential backoff with "equal jitter" (`backoff_delay`).
 //! - **Retry-After is capped**: an answer asking for a longer wait than
 //!   [`RetryPolicy::max_retry_after`] ends the retries at once. Waiting an hour inside
 //!   one call (Entra and Key Vault may ask for that) would stall start-up and the key
 //!   watcher; failing `Transient` lets the watcher's own schedule try again later.
 //!
-//! The loop is [`run`]; a caller says what each attempt came to with [`Attempt`].
+//! The loop is `run`; a caller says what each attempt came to with `Attempt`.
 
 use std::future::Future;
 use std::time::Duration;
