@@ -4,28 +4,64 @@
 //! - [`Kek`]: the one small async trait every provider implements (DESIGN §6).
 //! - [`KmsError`]: the error classes a key watcher can act on (Revoked / Transient /
 //!   Misconfigured, plus InvalidCiphertext for "this key did not wrap these bytes").
-//! - [`KeyId`] / [`VersionedKeyId`]: key identifiers, parsed once.
+//! - [`KeyId`] / [`VersionedKeyId`]: key identifiers, parsed once; [`KeyIdKind`] names
+//!   the provider.
+//! - [`open`]: the provider for a key id, the one place that maps a [`KeyIdKind`] to a
+//!   provider and reads its settings from the environment.
 //! - [`azure`]: Azure Key Vault / Managed HSM over REST (reqwest), with Entra ID
 //!   credentials (client secret, workload identity, managed identity).
 //! - [`local`]: RSA keys on disk under `file://<dir>/<name>[/<version>]`.
+//! - [`retry`]: the retry policy and loop every remote call goes through.
 //! - [`SecretBytes`]: unwrapped key material in a zeroizing, redacted type.
-//! - `testsuite` (feature-free, public): the generic provider test suite that every
-//!   provider runs through.
+//! - `testsuite` (cargo feature `testsuite`, for tests only): the generic provider
+//!   suite every provider's test runs through.
+//!
+//! # Adding a provider
+//! A new module (`pkcs11`, `aws`) with a type implementing [`Kek`] and a constructor
+//! from the environment; a [`KeyIdKind`] variant and its parsing in `id.rs`; one arm
+//! in [`open`]; a test that runs the generic suite over it.
 
 pub mod azure;
 pub mod local;
+#[cfg(feature = "testsuite")]
 pub mod testsuite;
 
 mod error;
 mod id;
+pub mod retry;
 mod secret;
 
 pub use error::KmsError;
 pub use id::{KeyId, KeyIdKind, VersionedKeyId};
+pub use retry::RetryPolicy;
 pub use secret::SecretBytes;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+
+/// The provider for `key`, with its settings from the environment as `getenv`
+/// returns it (the registry passes the process environment, tests a table).
+///
+/// `file://` ids get [`local::LocalKek`] (no settings). Key Vault ids get
+/// [`azure::AzureKek`] with [`azure::AzureKek::from_lookup`]'s variables:
+/// `VALV_KEYVAULT_ENDPOINT`, `VALV_KEYVAULT_API_VERSION`, `VALV_IMDS_ENDPOINT` and
+/// the `AZURE_*` credential variables.
+///
+/// Nothing is contacted: a wrong key or credential shows at the first call.
+///
+/// Fails with `Misconfigured` when the settings are incomplete or refused (an
+/// `http://` vault endpoint that is not loopback).
+pub fn open(
+    key: &KeyId,
+    getenv: &dyn Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn Kek>, KmsError> {
+    match key.kind() {
+        KeyIdKind::File { .. } => Ok(Arc::new(local::LocalKek::new())),
+        KeyIdKind::AzureKeyVault { .. } => Ok(Arc::new(azure::AzureKek::from_lookup(key, getenv)?)),
+    }
+}
 
 /// The only wrapping algorithm valv uses with RSA KEKs.
 pub const ALG_RSA_OAEP_256: &str = "RSA-OAEP-256";
@@ -86,4 +122,58 @@ pub trait Kek: Send + Sync + std::fmt::Debug {
     /// Fails with `Revoked` for an unusable version and with `InvalidCiphertext` when
     /// the bytes were not wrapped by this version.
     async fn unwrap(&self, id: &VersionedKeyId, wrapped: &[u8]) -> Result<SecretBytes, KmsError>;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn open_picks_the_provider_by_key_id_kind() {
+        let file: KeyId = "file:///var/lib/valv/keys/kek".parse().unwrap();
+        let kek = open(&file, &env(&[])).unwrap();
+        assert!(format!("{kek:?}").starts_with("LocalKek"), "{kek:?}");
+
+        let vault: KeyId = "https://v.vault.azure.net/keys/kek".parse().unwrap();
+        let kek = open(
+            &vault,
+            &env(&[
+                ("VALV_KEYVAULT_ENDPOINT", "http://127.0.0.1:8443"),
+                ("AZURE_TENANT_ID", "t"),
+                ("AZURE_CLIENT_ID", "c"),
+                ("AZURE_CLIENT_SECRET", "s"),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{kek:?}");
+        assert!(shown.starts_with("AzureKek"), "{shown}");
+        assert!(!shown.contains("\"s\""), "the secret is redacted: {shown}");
+    }
+
+    #[test]
+    fn open_refuses_bad_provider_settings() {
+        let vault: KeyId = "https://v.vault.azure.net/keys/kek".parse().unwrap();
+        for bad in [
+            &[("VALV_KEYVAULT_ENDPOINT", "http://vault.example.com")][..],
+            &[("AZURE_CLIENT_SECRET", "s")][..],
+        ] {
+            let vars: &'static [(&'static str, &'static str)] = bad;
+            assert!(
+                matches!(
+                    open(&vault, &env(vars)),
+                    Err(KmsError::Misconfigured { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
 }

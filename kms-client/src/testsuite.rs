@@ -1,10 +1,14 @@
 //! The generic provider test suite (DESIGN §10: one KMS suite, every provider).
 //!
+//! Compiled only with the cargo feature `testsuite`, which nothing but tests turns
+//! on (this crate's own tests through a dev-dependency on itself).
+//!
 //! A provider's integration test implements [`KeyFixture`], which creates keys and
 //! changes their state by the provider's own means (files on disk, the fake Key
-//! Vault's management API, SoftHSM, moto), and then runs each check as its own
-//! `#[tokio::test]`, or all of them with [`run_all`]. The checks only observe keys
-//! through [`Kek`], so they pin down what the rest of valv may rely on:
+//! Vault's management API, SoftHSM, moto), and then calls
+//! [`provider_suite!`](crate::provider_suite) once, which makes every check its own
+//! `#[tokio::test]`; [`run_all`] runs them in one test instead. The checks only
+//! observe keys through [`Kek`], so they pin down what the rest of valv may rely on:
 //!
 //! - wrapping is RSA-OAEP (randomized) and round-trips a 32-byte registry key;
 //! - bytes that a version did not wrap, altered or not, are `InvalidCiphertext`;
@@ -75,8 +79,51 @@ pub trait KeyFixture: Send + Sync {
     }
 }
 
-/// Runs every check in turn. A provider test that prefers one `#[tokio::test]` per
-/// check (clearer reports, run in parallel) calls the checks directly instead.
+/// Makes every check of the suite a `#[tokio::test]` in a module `provider_suite`,
+/// each over a fresh fixture made by `$fixture` (an expression, evaluated inside the
+/// async test, so it may `.await`). The calling crate needs `tokio` with the
+/// `macros` and `rt` features.
+///
+/// ```ignore
+/// kms_client::provider_suite!(LocalFixture::new());
+/// kms_client::provider_suite!(AzureFixture::new().await);
+/// ```
+///
+/// A new check is added here and to [`run_all`]; no provider test changes.
+#[macro_export]
+macro_rules! provider_suite {
+    ($fixture:expr) => {
+        $crate::provider_suite!(@checks $fixture;
+            wrap_unwrap_round_trip,
+            wrapped_bytes_differ_each_time,
+            unwrap_with_another_version_or_key_is_invalid_ciphertext,
+            tampered_wrapped_bytes_are_invalid_ciphertext,
+            latest_version_picks_newest_usable_version,
+            disabled_version_is_revoked,
+            re_enabled_version_works_again,
+            expired_version_is_revoked,
+            missing_version_or_key_is_revoked,
+            no_usable_version_is_revoked,
+            ec_key_is_misconfigured,
+            describe_reports_rsa_key_type_and_size,
+        );
+    };
+    (@checks $fixture:expr; $($check:ident),* $(,)?) => {
+        mod provider_suite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    $crate::testsuite::$check(&$fixture).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Runs every check in turn, in one test. [`provider_suite!`](crate::provider_suite)
+/// gives one `#[tokio::test]` per check instead (clearer reports, run in parallel).
 pub async fn run_all(fixture: &impl KeyFixture) {
     wrap_unwrap_round_trip(fixture).await;
     wrapped_bytes_differ_each_time(fixture).await;

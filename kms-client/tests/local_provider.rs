@@ -198,31 +198,7 @@ fn path_str(p: &Path) -> &str {
 
 // --- the generic suite ------------------------------------------------------------
 
-macro_rules! provider_suite {
-    ($($check:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $check() {
-                testsuite::$check(&LocalFixture::new()).await;
-            }
-        )*
-    };
-}
-
-provider_suite!(
-    wrap_unwrap_round_trip,
-    wrapped_bytes_differ_each_time,
-    unwrap_with_another_version_or_key_is_invalid_ciphertext,
-    tampered_wrapped_bytes_are_invalid_ciphertext,
-    latest_version_picks_newest_usable_version,
-    disabled_version_is_revoked,
-    re_enabled_version_works_again,
-    expired_version_is_revoked,
-    missing_version_or_key_is_revoked,
-    no_usable_version_is_revoked,
-    ec_key_is_misconfigured,
-    describe_reports_rsa_key_type_and_size,
-);
+kms_client::provider_suite!(LocalFixture::new());
 
 // --- local only ---------------------------------------------------------------------
 

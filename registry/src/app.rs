@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kms_client::azure::{credential::Credential, AzureConfig, AzureKek};
 use kms_client::local::{ensure_dev_key, LocalKek};
-use kms_client::{Kek, KeyId, KeyIdKind, KmsError};
+use kms_client::{Kek, KeyId, KmsError};
 use object_store::ObjectStore;
 use storage::{Store, StoreError};
 use thiserror::Error;
@@ -132,13 +131,10 @@ async fn open_kek(
 ) -> Result<(Arc<dyn Kek>, KeyId, KeySource), StartError> {
     let configured = config.key_id().map_err(StartError::Key)?;
     match configured {
-        Some(id) if id.to_string().starts_with("file://") => Ok((
-            Arc::new(LocalKek::new()),
-            id.clone(),
-            KeySource::Configured(id),
-        )),
         Some(id) => {
-            let kek = azure_kek(&id, &|k| std::env::var(k).ok().filter(|v| !v.is_empty()))?;
+            // The provider, and its settings from the environment, come from the key
+            // id's kind (kms_client::open); the registry does not choose.
+            let kek = kms_client::open(&id, &|k| std::env::var(k).ok().filter(|v| !v.is_empty()))?;
             Ok((kek, id.clone(), KeySource::Configured(id)))
         }
         None => {
@@ -158,37 +154,6 @@ async fn open_kek(
             ))
         }
     }
-}
-
-/// The Key Vault provider for `id`, with credentials from the environment
-/// (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, then `AZURE_FEDERATED_TOKEN_FILE` or
-/// `AZURE_CLIENT_SECRET`, else managed identity) and, for tests and private endpoints,
-/// `VALV_KEYVAULT_ENDPOINT` (the base URL requests for this vault go to),
-/// `VALV_KEYVAULT_API_VERSION` and `VALV_IMDS_ENDPOINT`.
-///
-/// Fails with `Misconfigured` when the credential variables are incomplete.
-pub fn azure_kek(
-    id: &KeyId,
-    getenv: &dyn Fn(&str) -> Option<String>,
-) -> Result<Arc<dyn Kek>, StartError> {
-    let KeyIdKind::AzureKeyVault { vault, .. } = id.kind() else {
-        return Err(StartError::Invalid(format!(
-            "{id} is not a Key Vault key id"
-        )));
-    };
-    let mut config = AzureConfig::default();
-    if let Some(endpoint) = getenv("VALV_KEYVAULT_ENDPOINT") {
-        config = config.with_endpoint(vault.clone(), endpoint);
-    }
-    if let Some(version) = getenv("VALV_KEYVAULT_API_VERSION") {
-        config.api_version = version;
-    }
-    let mut credential = Credential::from_lookup(getenv)?;
-    if let Some(imds) = getenv("VALV_IMDS_ENDPOINT") {
-        credential = credential.with_imds_endpoint(imds);
-    }
-    tracing::info!(key = %id, credential = credential.kind(), "using Azure Key Vault");
-    Ok(Arc::new(AzureKek::new(config, credential)))
 }
 
 /// The object store, and its directory when it is the local filesystem.

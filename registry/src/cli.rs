@@ -30,6 +30,7 @@ pub enum Command {
     /// Run a fake Azure Key Vault (with token endpoint and IMDS) for development and
     /// tests. Not a vault: its keys sit in plain files and its control API under
     /// /_fake has no authentication. Listen on 127.0.0.1 only.
+    #[cfg(feature = "dev-keyvault")]
     DevKeyvault(DevKeyvaultArgs),
     /// Show or rotate the registry's encryption key through a running valv's admin API
     /// (like `az acr encryption show|rotate-key`).
@@ -78,6 +79,8 @@ pub struct AdminArgs {
     pub token: Option<String>,
 }
 
+/// Only in a build with the cargo feature `dev-keyvault` (tests turn it on).
+#[cfg(feature = "dev-keyvault")]
 #[derive(Debug, Args)]
 pub struct DevKeyvaultArgs {
     /// Address to listen on (port 0 picks a free port)

@@ -10,7 +10,9 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use valv::app::{dev_key_notice, App, KeySource};
-use valv::cli::{Cli, Command, DevKeyvaultArgs, EncryptionCommand, ServeArgs};
+#[cfg(feature = "dev-keyvault")]
+use valv::cli::DevKeyvaultArgs;
+use valv::cli::{Cli, Command, EncryptionCommand, ServeArgs};
 use valv::config::Config;
 
 fn main() -> ExitCode {
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Command::Kek(command) => {
             valv::commands::kek::run(&command, &mut std::io::stdout().lock()).map_err(Into::into)
         }
+        #[cfg(feature = "dev-keyvault")]
         Command::DevKeyvault(args) => runtime.block_on(dev_keyvault(args)),
         Command::Encryption(command) => runtime.block_on(encryption(command)),
     };
@@ -126,6 +129,7 @@ async fn encryption(command: EncryptionCommand) -> Result<(), Box<dyn std::error
 }
 
 /// `valv dev-keyvault`: the fake Key Vault until SIGINT or SIGTERM.
+#[cfg(feature = "dev-keyvault")]
 async fn dev_keyvault(args: DevKeyvaultArgs) -> Result<(), Box<dyn std::error::Error>> {
     if !args.listen.ip().is_loopback() {
         return Err(format!(

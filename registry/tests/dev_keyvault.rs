@@ -1,6 +1,10 @@
 //! `valv dev-keyvault`: the fake Key Vault as a process. It announces its address,
 //! serves the Key Vault data plane and the token endpoint, keeps its keys in `--state`
 //! across restarts, stops cleanly on SIGTERM, and refuses a non-loopback address.
+//!
+//! Only with the cargo feature `dev-keyvault`, which this crate's dev-dependency on
+//! itself turns on for every test build.
+#![cfg(feature = "dev-keyvault")]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

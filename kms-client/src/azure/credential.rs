@@ -30,8 +30,8 @@
 //! - Any other 4xx (`invalid_request`, `invalid_scope`, `unsupported_grant_type`, a
 //!   missing header), a malformed token response, an unreadable federated token file,
 //!   or incomplete environment variables: **Misconfigured**.
-//! - 429, 5xx, connection errors and timeouts after the retry policy's attempts:
-//!   **Transient**.
+//! - 429, 5xx, connection errors and timeouts after the retry policy's attempts,
+//!   or a `Retry-After` longer than the policy waits ([`crate::retry`]): **Transient**.
 //!
 //! Secrets, assertions and tokens are never logged; every `Debug` here redacts them.
 
@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::{backoff_delay, retry_after, RetryPolicy};
+use crate::retry::{self, retry_after, transient_status, Attempt, RetryPolicy};
 use crate::KmsError;
 
 /// The token audience for Key Vault.
@@ -295,44 +295,53 @@ impl Credential {
         }
     }
 
+    /// One token request, retried as [`crate::retry`] describes.
     async fn fetch(&self) -> Result<AccessToken, KmsError> {
         let who = self.who();
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let started = Instant::now();
-            let request = self.build_request()?;
-            let outcome = request.timeout(self.timeout).send().await;
-            let (retryable, why, wait) = match outcome {
-                Err(e) => (true, describe_reqwest_error(&e), None),
-                Ok(resp) => {
-                    let status = resp.status();
-                    let wait = retry_after(resp.headers());
-                    if status.is_success() {
-                        let body: TokenResponse = resp.json().await.map_err(|e| {
-                            KmsError::misconfigured(
-                                &who,
-                                format!("the token endpoint answered with a malformed token: {e}"),
-                            )
-                        })?;
-                        return body.into_token(started, &who);
-                    }
-                    let text = resp.text().await.unwrap_or_default();
-                    if status.as_u16() == 429 || status.is_server_error() {
-                        (true, format!("token endpoint answered {status}"), wait)
-                    } else {
-                        return Err(classify_token_refusal(&who, status.as_u16(), &text));
-                    }
-                }
-            };
-            if !retryable || attempt >= self.retry.max_attempts {
-                return Err(KmsError::transient(
-                    &who,
-                    format!("cannot get a token after {attempt} attempt(s): {why}"),
-                ));
-            }
-            tokio::time::sleep(wait.unwrap_or_else(|| backoff_delay(&self.retry, attempt))).await;
+        match retry::run(&self.retry, &who, |_| self.fetch_once(&who)).await {
+            Ok(result) => result,
+            Err(gave_up) => Err(KmsError::transient(
+                &who,
+                format!("cannot get a token: {gave_up}"),
+            )),
         }
+    }
+
+    async fn fetch_once(&self, who: &str) -> Attempt<Result<AccessToken, KmsError>> {
+        let started = Instant::now();
+        let request = match self.build_request() {
+            Ok(r) => r,
+            Err(e) => return Attempt::Done(Err(e)),
+        };
+        let resp = match request.timeout(self.timeout).send().await {
+            Ok(resp) => resp,
+            Err(e) => {
+                return Attempt::Transient {
+                    why: retry::describe_transport_error(&e),
+                    retry_after: None,
+                }
+            }
+        };
+        let status = resp.status();
+        if status.is_success() {
+            let token = match resp.json::<TokenResponse>().await {
+                Ok(body) => body.into_token(started, who),
+                Err(e) => Err(KmsError::misconfigured(
+                    who,
+                    format!("the token endpoint answered with a malformed token: {e}"),
+                )),
+            };
+            return Attempt::Done(token);
+        }
+        let wait = retry_after(resp.headers());
+        let text = resp.text().await.unwrap_or_default();
+        if transient_status(status.as_u16()) {
+            return Attempt::Transient {
+                why: format!("token endpoint answered {status}"),
+                retry_after: wait,
+            };
+        }
+        Attempt::Done(Err(classify_token_refusal(who, status.as_u16(), &text)))
     }
 
     fn build_request(&self) -> Result<reqwest::RequestBuilder, KmsError> {
@@ -387,18 +396,6 @@ impl Credential {
 
     fn token_url(&self, tenant: &str) -> String {
         format!("{}/{tenant}/oauth2/v2.0/token", self.authority)
-    }
-}
-
-/// Connection error, timeout, or something else. Our URLs carry no secrets (the
-/// secret and assertion travel in form bodies, tokens in headers).
-pub(crate) fn describe_reqwest_error(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "the request timed out".to_owned()
-    } else if e.is_connect() {
-        format!("cannot connect: {e}")
-    } else {
-        format!("request failed: {e}")
     }
 }
 
