@@ -155,6 +155,17 @@ pub fn client() -> reqwest::Client {
         .expect("reqwest client")
 }
 
+/// A loopback socket bound to a fresh port but never listening: while it is held,
+/// every connect to its port is refused, and no other process can take the port (as it
+/// could one bound and dropped). Needs no runtime.
+pub fn closed_port() -> tokio::net::TcpSocket {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind 127.0.0.1:0");
+    socket
+}
+
 /// sha256 digest string of `data`.
 pub fn sha256(data: &[u8]) -> String {
     use sha2::Digest;
