@@ -56,6 +56,12 @@ impl Valv {
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .stdin(Stdio::null());
+        Self::spawn(cmd, data_dir)
+    }
+
+    /// Spawns `cmd` (a `valv serve` with stdout piped) and waits, bounded, for its
+    /// "listening on" line.
+    pub fn spawn(mut cmd: Command, data_dir: &Path) -> Valv {
         let mut child = cmd.spawn().expect("spawn valv");
         let stdout = child.stdout.take().expect("stdout piped");
         let (tx, rx) = mpsc::channel();
