@@ -206,10 +206,13 @@ fn every_subcommand_runs_cleanly_against_valv() {
 
 #[test]
 fn errors_are_counted_not_fatal() {
-    // Nothing listens on this port once the listener is dropped, so every connect fails.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
+    // A socket bound but never listening, held for the whole test: every connect to
+    // its port is refused, and no other process can take the port meanwhile.
+    let closed = tokio::net::TcpSocket::new_v4().expect("socket");
+    closed
+        .bind("127.0.0.1:0".parse().expect("addr"))
         .expect("bind");
+    let addr = closed.local_addr().expect("addr");
     let url = format!("http://{addr}");
     let report = bench(
         &url,

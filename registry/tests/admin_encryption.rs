@@ -403,9 +403,11 @@ async fn show_answers_while_the_key_is_revoked() {
     let (_, digest) = push_blob(&http, &valv).await;
 
     v.revoke(OID, &[Permission::UnwrapKey]).expect("revoke");
-    within(Duration::from_secs(5), "revoked state reported", || async {
-        show(&http, &valv).await["state"] == "revoked"
-    })
+    within(
+        Duration::from_secs(15),
+        "revoked state reported",
+        || async { show(&http, &valv).await["state"] == "revoked" },
+    )
     .await;
     let doc = show(&http, &valv).await;
     assert_eq!(kv(&doc, "keyIdentifier"), key_id(KEY));
@@ -433,11 +435,192 @@ async fn show_answers_while_the_key_is_revoked() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+    assert_eq!(err["error"]["code"], "KeyRevoked", "{err}");
 
     v.grant(OID, &[Permission::UnwrapKey]).expect("grant");
-    within(Duration::from_secs(5), "active again", || async {
+    within(Duration::from_secs(15), "active again", || async {
         show(&http, &valv).await["state"] == "active"
     })
     .await;
     assert_eq!(show(&http, &valv).await["status"], "enabled");
+}
+
+/// The admin error's status and code.
+async fn admin_error(r: reqwest::Response) -> (StatusCode, String) {
+    let status = r.status();
+    let body: Value = r.json().await.expect("admin error JSON");
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    (status, code)
+}
+
+/// Every admin error code of registry/src/admin.rs a client can cause, with its
+/// status, and nothing changed by any of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_error_code_over_http() {
+    let (v, _) = vault().await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let valv = start_valv(&v, data.path(), &key_id(KEY), Some(TOKEN));
+    let http = client();
+    let before = show(&http, &valv).await;
+    let post = |path: &str, body: Vec<u8>| {
+        http.post(valv.url(path))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let rotate_to = |id: String| {
+        post(
+            "/admin/v1/encryption/rotate-key",
+            serde_json::to_vec(&serde_json::json!({ "keyEncryptionKey": id })).expect("json"),
+        )
+    };
+
+    let ec = v
+        .create_key("ec-kek", KeyKind::EcP256)
+        .await
+        .expect("create EC key")
+        .version;
+    let too_large = {
+        let mut b = br#"{"keyEncryptionKey":""#.to_vec();
+        b.resize(64 * 1024 + 1, b'a');
+        b
+    };
+    let cases: Vec<(&str, reqwest::Response, StatusCode, &str)> = vec![
+        (
+            "a file:// key for a Key Vault registry",
+            rotate_to(format!("file://{}/keys/k", data.path().display()))
+                .await
+                .expect("POST"),
+            StatusCode::BAD_REQUEST,
+            "KeyProviderMismatch",
+        ),
+        (
+            "a body over 64 KiB",
+            post("/admin/v1/encryption/rotate-key", too_large)
+                .await
+                .expect("POST"),
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+        ),
+        (
+            "a body that is not the request",
+            post("/admin/v1/encryption/rotate-key", b"{\"key\":1}".to_vec())
+                .await
+                .expect("POST"),
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+        ),
+        (
+            "a sweep body that is not the request",
+            post("/admin/v1/storage/sweep", b"not json".to_vec())
+                .await
+                .expect("POST"),
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+        ),
+        (
+            "a malformed key id",
+            rotate_to("ftp://nope".to_owned()).await.expect("POST"),
+            StatusCode::BAD_REQUEST,
+            "InvalidKeyIdentifier",
+        ),
+        (
+            "an EC key",
+            rotate_to(versioned("ec-kek", &ec)).await.expect("POST"),
+            StatusCode::BAD_REQUEST,
+            "KeyMisconfigured",
+        ),
+        (
+            "no token",
+            http.get(valv.url("/admin/v1/encryption"))
+                .send()
+                .await
+                .expect("GET"),
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+        ),
+    ];
+    for (what, r, status, code) in cases {
+        assert_eq!(admin_error(r).await, (status, code.to_owned()), "{what}");
+    }
+
+    // The vault down: a versionless rotate-key cannot learn the newest version.
+    v.set_outage(fake_keyvault::Outage::Unavailable);
+    let r = rotate_to(key_id(KEY)).await.expect("POST");
+    assert_eq!(
+        admin_error(r).await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "KeyVaultUnavailable".to_owned()
+        ),
+        "rotate-key while the vault is unreachable"
+    );
+    v.set_outage(fake_keyvault::Outage::None);
+    assert_eq!(
+        show(&http, &valv).await["keyVaultProperties"],
+        before["keyVaultProperties"],
+        "no refusal changed anything"
+    );
+}
+
+/// While the key is revoked `show` reads the keyring from the store: with its newest
+/// object unreadable it answers 503 StorageUnavailable, with no keyring 503
+/// KeyringMissing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_while_revoked_reports_a_missing_or_unreadable_keyring() {
+    let (v, _) = vault().await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let valv = start_valv(&v, data.path(), &key_id(KEY), Some(TOKEN));
+    let http = client();
+    v.revoke(OID, &[Permission::UnwrapKey]).expect("revoke");
+    within(Duration::from_secs(15), "revoked", || async {
+        show(&http, &valv).await["state"] == "revoked"
+    })
+    .await;
+    let keyring = data.path().join("store").join("keyring");
+    let get = || async {
+        http.get(valv.url("/admin/v1/encryption"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET")
+    };
+
+    // A newer keyring object that is not a keyring document.
+    let newest = std::fs::read_dir(&keyring)
+        .expect("keyring dir")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .max()
+        .expect("a keyring object");
+    let bogus = keyring.join(format!("{:020}", newest + 1));
+    std::fs::write(&bogus, b"not a keyring").expect("write");
+    assert_eq!(
+        admin_error(get().await).await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "StorageUnavailable".to_owned()
+        )
+    );
+    std::fs::remove_file(&bogus).expect("remove");
+
+    // No keyring at all.
+    let moved = data.path().join("keyring.moved");
+    std::fs::rename(&keyring, &moved).expect("move the keyring away");
+    assert_eq!(
+        admin_error(get().await).await,
+        (StatusCode::SERVICE_UNAVAILABLE, "KeyringMissing".to_owned())
+    );
+    // Put back, it answers again.
+    std::fs::rename(&moved, &keyring).expect("move the keyring back");
+    assert_eq!(show(&http, &valv).await["state"], "revoked");
 }

@@ -325,6 +325,59 @@ async fn content_range_length_differs_from_the_body() {
     assert_session_intact(&reg, &location, &data, 10).await;
 }
 
+/// A body streamed without Content-Length (chunked transfer coding), so only its
+/// Content-Range says how long it should be.
+fn streamed(bytes: &[u8]) -> reqwest::Body {
+    let chunk = bytes::Bytes::copy_from_slice(bytes);
+    reqwest::Body::wrap_stream(futures::stream::once(async move {
+        Ok::<_, std::io::Error>(chunk)
+    }))
+}
+
+/// A chunk whose body, streamed with no Content-Length, is longer or shorter than its
+/// Content-Range says is refused with 400 `SIZE_INVALID` (the declared length
+/// disagrees with the body), in a PATCH and in the closing PUT; nothing of it is
+/// stored.
+#[tokio::test]
+async fn streamed_chunk_not_matching_its_content_range_is_size_invalid() {
+    let reg = Registry::start();
+    let data = random_bytes(30, 6);
+    let location = reg.start_upload("r").await;
+    assert_eq!(
+        patch_range(&reg, &location, &data, 0, 9).await.status(),
+        202
+    );
+    for (what, body) in [
+        ("a PATCH body longer than its range", &data[10..25]),
+        ("a PATCH body shorter than its range", &data[10..15]),
+    ] {
+        let r = reg
+            .http
+            .patch(reg.url(&location))
+            .header("content-type", "application/octet-stream")
+            .header("content-range", "10-19")
+            .body(streamed(body))
+            .send()
+            .await
+            .expect("PATCH");
+        assert_eq!(r.status(), 400, "{what}");
+        assert_eq!(error_code(r).await, "SIZE_INVALID", "{what}");
+    }
+    let r = reg
+        .http
+        .put(reg.url(&with_query(&location, &format!("digest={}", sha256(&data)))))
+        .header("content-type", "application/octet-stream")
+        .header("content-range", "10-29")
+        .body(streamed(&data[10..22]))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status(), 400, "a closing PUT body shorter than its range");
+    assert_eq!(error_code(r).await, "SIZE_INVALID");
+    assert_eq!(reg.blob_status("r", &sha256(&data)).await, 404);
+    assert_session_intact(&reg, &location, &data, 10).await;
+}
+
 #[tokio::test]
 async fn unknown_upload_id() {
     let reg = Registry::start();

@@ -241,10 +241,10 @@ fn run_to_exit_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
 fn an_unreachable_key_vault_fails_the_start_with_a_clear_error() {
     // Every endpoint the provider could use points at a loopback port nothing listens
     // on, so no request leaves the machine.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        format!("http://{}", l.local_addr().expect("addr"))
-    };
+    // A socket bound but never listening, held until the test ends: connects to it
+    // are refused, and no other test can take the port meanwhile.
+    let socket = util::common::closed_port();
+    let closed = format!("http://{}", socket.local_addr().expect("addr"));
     let (ok, stderr) = run_to_exit_with_env(
         &["--key-id", "https://myvault.vault.azure.net/keys/valv-kek"],
         &[
@@ -311,56 +311,101 @@ async fn memory_storage_serves() {
     );
 }
 
-/// Issue 3 acceptance 1, as the README runs it: `valv serve` with no arguments listens
-/// on 127.0.0.1:5000, keeps its data in `./valv-data` with a local development KEK
-/// created there, warns about that key, and answers `GET /v2/`. (Port 5000 must be
-/// free: a busy port fails this test rather than skipping it.)
-#[tokio::test]
-async fn serve_with_no_arguments_runs_the_embedded_default() {
-    use std::io::BufRead;
-    let cwd = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_valv"))
-        .arg("serve")
-        .current_dir(cwd.path())
-        .env("RUST_LOG", "warn")
-        .env_remove("VALV_LISTEN")
-        .env_remove("VALV_DATA_DIR")
-        .env_remove("VALV_KEY_ID")
-        .env_remove("VALV_CONFIG")
-        .env_remove("VALV_STORAGE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn valv");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.to_owned());
+/// A `valv serve` started in `cwd` with no arguments and no `VALV_*` variable but
+/// `env`; its stdout "listening on" line (if any) and its stderr.
+struct Bare {
+    child: std::process::Child,
+    listening: std::sync::mpsc::Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Bare {
+    fn start(cwd: &std::path::Path, env: &[(&str, &str)]) -> Bare {
+        use std::io::BufRead;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_valv"));
+        cmd.arg("serve").current_dir(cwd).env("RUST_LOG", "warn");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("VALV_") {
+                cmd.env_remove(k);
             }
         }
-    });
-    let stderr_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let addr = match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(a) => a,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "valv serve did not start: {}",
-                stderr_reader.join().unwrap_or_default()
-            );
+        let mut child = cmd
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn valv");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let (tx, listening) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+            // Dropping `tx` here tells the waiter that stdout closed: the process ended.
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        Bare {
+            child,
+            listening,
+            stderr,
         }
+    }
+
+    /// The address it listens on, or `None` when it exited without listening. Bounded.
+    fn address(&self) -> Option<String> {
+        match self.listening.recv_timeout(Duration::from_secs(120)) {
+            Ok(a) => Some(a),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("valv serve neither listened nor exited within 120 s")
+            }
+        }
+    }
+
+    /// Kills it (if still running) and returns whether it had exited successfully by
+    /// itself, and its stderr.
+    fn finish(mut self) -> (Option<bool>, String) {
+        let exited = self
+            .child
+            .try_wait()
+            .expect("try_wait")
+            .map(|s| s.success());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        (exited, self.stderr.join().expect("stderr"))
+    }
+
+    /// After [`Bare::address`] said it exited (its stdout closed): its exit success
+    /// and stderr. stderr reaching its end is the exit notification.
+    fn exited(mut self) -> (bool, String) {
+        let stderr = self.stderr.join().expect("stderr");
+        let status = self.child.wait().expect("wait");
+        (status.success(), stderr)
+    }
+}
+
+/// Issue 3 acceptance 1, the defaults of `valv serve` with no arguments: it keeps its
+/// data in `./valv-data` with a local development KEK created there, warns about that
+/// key, and answers `GET /v2/`. The listen address is the one layer moved off its
+/// default (by `VALV_LISTEN`, not an argument), so the test needs no fixed port; the
+/// next test covers the default address.
+#[tokio::test]
+async fn serve_with_no_arguments_runs_the_embedded_default() {
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let valv = Bare::start(cwd.path(), &[("VALV_LISTEN", "127.0.0.1:0")]);
+    let Some(addr) = valv.address() else {
+        let (_, stderr) = valv.finish();
+        panic!("valv serve did not start: {stderr}");
     };
-    assert_eq!(addr, "http://127.0.0.1:5000");
     let r = reqwest::get(format!("{addr}/v2/")).await.expect("GET /v2/");
     assert_eq!(r.status(), 200);
     assert_eq!(
@@ -376,11 +421,38 @@ async fn serve_with_no_arguments_runs_the_embedded_default() {
         .expect("keys dir")
         .count();
     assert!(keys >= 1, "a key was created");
-    let _ = child.kill();
-    let _ = child.wait();
-    let stderr = stderr_reader.join().expect("stderr");
+    assert!(data.join("store").is_dir(), "the store under ./valv-data");
+    let (exited, stderr) = valv.finish();
+    assert_eq!(exited, None, "still serving until killed: {stderr}");
     assert!(
         stderr.contains("development"),
         "a clear local-KEK notice: {stderr}"
     );
+}
+
+/// The default listen address is 127.0.0.1:5000, checked without needing that port
+/// free: the test holds it (unless another process already does), so `valv serve`
+/// with no arguments must fail naming 127.0.0.1:5000. Should the holder be a socket
+/// that lets valv bind beside it, valv listening on 127.0.0.1:5000 proves the same.
+#[test]
+fn the_default_listen_address_is_loopback_port_5000() {
+    // Held for the whole test; Err means someone else holds the port, which serves
+    // the test just as well.
+    let _held = std::net::TcpListener::bind("127.0.0.1:5000");
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let valv = Bare::start(cwd.path(), &[]);
+    match valv.address() {
+        Some(addr) => {
+            let (_, stderr) = valv.finish();
+            assert_eq!(addr, "http://127.0.0.1:5000", "{stderr}");
+        }
+        None => {
+            let (ok, stderr) = valv.exited();
+            assert!(!ok, "a failed start exits non-zero: {stderr}");
+            assert!(
+                stderr.contains("cannot listen on 127.0.0.1:5000"),
+                "the failure names the default address: {stderr}"
+            );
+        }
+    }
 }

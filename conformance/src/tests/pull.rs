@@ -43,6 +43,12 @@ pub fn cases() -> Vec<TestCase> {
         case!("pull/manifest-unknown-code", Pull, Should,
             "Error codes (code-7): an unknown manifest is reported as MANIFEST_UNKNOWN in the error envelope",
             manifest_unknown_code),
+        case!("pull/manifest-reference-invalid", Pull, Must,
+            "end-3, Pulling manifests: a GET or HEAD whose <reference> is neither a tag nor a digest (.INVALID_MANIFEST_NAME, as the official suite sends) names no manifest and MUST return 404",
+            manifest_reference_invalid),
+        case!("pull/manifest-reference-invalid-code", Pull, Should,
+            "Error codes (code-7): a GET of a <reference> that is neither a tag nor a digest is reported as MANIFEST_UNKNOWN in the error envelope",
+            manifest_reference_invalid_code),
         case!("pull/repository-unknown", Pull, Must,
             "Pushing manifests: an attempt to pull a nonexistent repository MUST return 404",
             repository_unknown),
@@ -233,6 +239,33 @@ fn manifest_unknown_code(ctx: &mut Ctx) -> Result<(), Failure> {
         &[404],
         "MANIFEST_UNKNOWN",
         "GET of an unknown manifest digest",
+    )
+}
+
+/// What the official conformance suite (v1.1.1) sends as a nonexistent manifest: not a
+/// tag (a tag cannot start with `.`) and not a digest.
+const INVALID_REFERENCE: &str = ".INVALID_MANIFEST_NAME";
+
+fn manifest_reference_invalid(ctx: &mut Ctx) -> Result<(), Failure> {
+    pushed(ctx)?;
+    let resp = get_manifest(ctx, INVALID_REFERENCE)?;
+    expect_status(&resp, &[404], &format!("GET manifests/{INVALID_REFERENCE}"))?;
+    let resp = head_manifest(ctx, INVALID_REFERENCE)?;
+    expect_status(
+        &resp,
+        &[404],
+        &format!("HEAD manifests/{INVALID_REFERENCE}"),
+    )
+}
+
+fn manifest_reference_invalid_code(ctx: &mut Ctx) -> Result<(), Failure> {
+    pushed(ctx)?;
+    let resp = get_manifest(ctx, INVALID_REFERENCE)?;
+    expect_error(
+        &resp,
+        &[404],
+        "MANIFEST_UNKNOWN",
+        &format!("GET manifests/{INVALID_REFERENCE}"),
     )
 }
 

@@ -85,6 +85,9 @@ pub fn cases() -> Vec<TestCase> {
         case!("push/manifest-too-large", Push, Should,
             "Pushing manifests: a manifest over the registry's size limit SHOULD be refused with 413 (a 16 MiB manifest here)",
             manifest_too_large),
+        case!("push/manifest-reference-invalid", Push, Should,
+            "end-7, Pushing manifests: a PUT whose <reference> is neither a tag nor a digest (.INVALID_MANIFEST_NAME) is refused with 400, and nothing is stored",
+            manifest_reference_invalid),
         case!("push/manifest-subject-missing", Push, Must,
             "Pushing manifests with subject: a manifest whose subject does not exist yet MUST be accepted",
             manifest_subject_missing),
@@ -611,6 +614,23 @@ fn manifest_too_large(ctx: &mut Ctx) -> Result<(), Failure> {
         .header("Accept", OCI_MANIFEST);
     let got = ctx.send(req)?;
     expect_status(&got, &[404], "HEAD of the refused manifest's tag")
+}
+
+fn manifest_reference_invalid(ctx: &mut Ctx) -> Result<(), Failure> {
+    const BAD: &str = ".INVALID_MANIFEST_NAME";
+    let m = oci_image(1, 100);
+    push_blobs(ctx, &m)?;
+    let resp = put(ctx, BAD, &m)?;
+    expect_status(&resp, &[400], &format!("PUT manifests/{BAD}"))?;
+    // Refused means not stored: the manifest's digest names nothing.
+    let req = ctx
+        .request(
+            "HEAD",
+            &format!("/v2/{}/manifests/{}", ctx.repo(), m.digest),
+        )
+        .header("Accept", OCI_MANIFEST);
+    let got = ctx.send(req)?;
+    expect_status(&got, &[404], "HEAD of the refused manifest's digest")
 }
 
 /// A subject that is never pushed, and an artifact referring to it.

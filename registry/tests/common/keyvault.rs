@@ -55,24 +55,34 @@ pub fn start_valv(
     args: &[&str],
     admin_token: Option<&str>,
 ) -> Valv {
+    start_valv_with_env(v, data, key, args, admin_token, &[])
+}
+
+/// [`start_valv`] with more environment variables (`extra` wins over the defaults).
+pub fn start_valv_with_env(
+    v: &FakeVault,
+    data: &Path,
+    key: &str,
+    args: &[&str],
+    admin_token: Option<&str>,
+    extra: &[(&str, &str)],
+) -> Valv {
     let url = v.url();
     let tenant = v.tenant_id().to_owned();
     let mut all = vec!["--key-id", key];
     all.extend_from_slice(args);
-    Valv::start_with_env(
-        data,
-        &all,
-        &[
-            ("VALV_KEYVAULT_ENDPOINT", url.as_str()),
-            ("AZURE_AUTHORITY_HOST", url.as_str()),
-            ("VALV_IMDS_ENDPOINT", url.as_str()),
-            ("AZURE_TENANT_ID", tenant.as_str()),
-            ("AZURE_CLIENT_ID", CLIENT_ID),
-            ("AZURE_CLIENT_SECRET", SECRET),
-            ("AZURE_FEDERATED_TOKEN_FILE", ""),
-            ("VALV_ADMIN_TOKEN", admin_token.unwrap_or("")),
-        ],
-    )
+    let mut env = vec![
+        ("VALV_KEYVAULT_ENDPOINT", url.as_str()),
+        ("AZURE_AUTHORITY_HOST", url.as_str()),
+        ("VALV_IMDS_ENDPOINT", url.as_str()),
+        ("AZURE_TENANT_ID", tenant.as_str()),
+        ("AZURE_CLIENT_ID", CLIENT_ID),
+        ("AZURE_CLIENT_SECRET", SECRET),
+        ("AZURE_FEDERATED_TOKEN_FILE", ""),
+        ("VALV_ADMIN_TOKEN", admin_token.unwrap_or("")),
+    ];
+    env.extend_from_slice(extra);
+    Valv::start_with_env(data, &all, &env)
 }
 
 /// `GET /admin/v1/encryption` with [`ADMIN_TOKEN`].

@@ -56,6 +56,12 @@ impl Valv {
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .stdin(Stdio::null());
+        Self::spawn(cmd, data_dir)
+    }
+
+    /// Spawns `cmd` (a `valv serve` with stdout piped) and waits, bounded, for its
+    /// "listening on" line.
+    pub fn spawn(mut cmd: Command, data_dir: &Path) -> Valv {
         let mut child = cmd.spawn().expect("spawn valv");
         let stdout = child.stdout.take().expect("stdout piped");
         let (tx, rx) = mpsc::channel();
@@ -153,6 +159,17 @@ pub fn client() -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("reqwest client")
+}
+
+/// A loopback socket bound to a fresh port but never listening: while it is held,
+/// every connect to its port is refused, and no other process can take the port (as it
+/// could one bound and dropped). Needs no runtime.
+pub fn closed_port() -> tokio::net::TcpSocket {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind 127.0.0.1:0");
+    socket
 }
 
 /// sha256 digest string of `data`.
