@@ -261,7 +261,8 @@ fn on_probe_failure(app: &App, state: KeyState, e: StoreError) {
             };
             if since.elapsed() >= status.settings.outage_grace {
                 tracing::error!(%key, %reason, "the key vault has been unreachable for longer than the outage grace: refusing content");
-                app.store.seal(KmsError::transient(&key, reason.clone()));
+                app.store
+                    .revoke_access(KmsError::transient(&key, reason.clone()));
                 status.set(KeyState::Unavailable { key, reason });
             } else {
                 tracing::warn!(%key, %reason, "the key vault cannot be reached; serving within the outage grace");
@@ -280,13 +281,14 @@ fn on_probe_failure(app: &App, state: KeyState, e: StoreError) {
                 other => other.to_string(),
             };
             tracing::error!(%key, %reason, "the encryption key was revoked: dropping the registry keys and refusing content");
-            app.store.seal(k);
+            app.store.revoke_access(k);
             status.set(KeyState::Revoked { key, reason });
         }
         StoreError::Integrity => {
             let reason = "the key vault unwraps the registry key to different bytes".to_owned();
             tracing::error!(%key, %reason, "refusing content");
-            app.store.seal(KmsError::revoked(&key, reason.clone()));
+            app.store
+                .revoke_access(KmsError::revoked(&key, reason.clone()));
             status.set(KeyState::Revoked { key, reason });
         }
         other => {

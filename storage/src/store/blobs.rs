@@ -65,7 +65,7 @@ impl Store {
     /// an intact blob is an envelope that opens under the keyring and whose every data
     /// object is there, at least as long as the envelope says.
     ///
-    /// Fails (rather than calling a blob broken) when the store is sealed or the
+    /// Fails (rather than calling a blob broken) when access is revoked or the
     /// object store cannot answer: only what was positively seen damaged is `Broken`.
     pub(super) async fn examine(&self, digest: &Digest) -> Result<Stored> {
         let Some((bytes, parsed)) = self.load_envelope_raw(digest).await? else {
@@ -93,7 +93,7 @@ impl Store {
 
     /// The blob's keys if `envelope` authenticates under the keyring (its generation
     /// is known and the wrapped DEK and key commitment open), `None` if it does not.
-    /// Fails only while the store is sealed.
+    /// Fails only while access is revoked.
     fn open_envelope(&self, envelope: &Envelope) -> Result<Option<BlobKeys>> {
         let ring = self.keyring()?;
         Ok(ring
@@ -236,8 +236,8 @@ impl Store {
         } else {
             plaintext
         };
-        // After the prefetch: segments decrypted ahead are not yielded once sealed.
-        Ok(self.cut_on_seal(plaintext))
+        // After the prefetch: segments decrypted ahead are not yielded once access is revoked.
+        Ok(self.cut_on_revocation(plaintext))
     }
 
     /// Deletes the blob everywhere (envelope first, so it stops existing at once, then

@@ -25,12 +25,14 @@ use crate::Result;
 
 mod blobs;
 mod cache;
+mod clock;
 mod keys;
 mod manifests;
 mod objects;
 mod sweep;
 mod uploads;
 
+pub use clock::Clock;
 pub use keys::{RotateOutcome, RotationLease};
 pub use sweep::SweepReport;
 
@@ -56,6 +58,9 @@ pub struct StoreConfig {
     pub reference_cache_ttl: std::time::Duration,
     /// Memory for decrypted manifests kept by digest (dropped on revocation).
     pub manifest_cache_bytes: usize,
+    /// What in-memory expiry (the reference cache) reads the time from: the system's,
+    /// or a manual clock a test advances.
+    pub clock: Clock,
     /// The directory of a local-filesystem object store, so [`Store::sweep`] can remove
     /// the staging files of writes a crash cut short (`object_store` does not list
     /// them). `None` for other backends.
@@ -70,6 +75,7 @@ impl Default for StoreConfig {
             max_parts_in_flight: 2,
             reference_cache_ttl: std::time::Duration::from_secs(1),
             manifest_cache_bytes: 4 * 1024 * 1024,
+            clock: Clock::system(),
             local_root: None,
         }
     }
@@ -196,12 +202,12 @@ struct Inner {
     kek: Arc<dyn Kek>,
     config: StoreConfig,
     metrics: StoreMetrics,
-    /// Replaced wholesale when the keyring changes or is sealed; never held across an
+    /// Replaced wholesale when the keyring changes or access is revoked; never held across an
     /// await.
     keyring: RwLock<KeySlot>,
-    /// Bumped by every [`Store::seal`]: a read stream that sees it change stops before
+    /// Bumped by every [`Store::revoke_access`]: a read stream that sees it change stops before
     /// its next segment.
-    seal_epoch: Arc<AtomicU64>,
+    revocation_epoch: Arc<AtomicU64>,
     manifest_cache: cache::ManifestCache<manifests::ManifestLink>,
 }
 
@@ -211,7 +217,7 @@ enum KeySlot {
     Loaded(Arc<LoadedKeyring>),
     /// The keys were dropped (zeroized) because the KEK refused: every operation that
     /// needs a key fails with this error until the keyring is loaded again.
-    Sealed(KmsError),
+    Revoked(KmsError),
 }
 
 impl Store {
@@ -236,8 +242,11 @@ impl Store {
         config: StoreConfig,
     ) -> Result<Store> {
         let keyring = crate::keyring::load_or_create(&objects, &kek, key_id).await?;
-        let manifest_cache =
-            cache::ManifestCache::new(config.reference_cache_ttl, config.manifest_cache_bytes);
+        let manifest_cache = cache::ManifestCache::new(
+            config.reference_cache_ttl,
+            config.manifest_cache_bytes,
+            config.clock.clone(),
+        );
         Ok(Store {
             inner: Arc::new(Inner {
                 manifest_cache,
@@ -246,7 +255,7 @@ impl Store {
                 config,
                 metrics: StoreMetrics::default(),
                 keyring: RwLock::new(KeySlot::Loaded(Arc::new(keyring))),
-                seal_epoch: Arc::new(AtomicU64::new(0)),
+                revocation_epoch: Arc::new(AtomicU64::new(0)),
             }),
         })
     }
@@ -257,28 +266,31 @@ impl Store {
 
     /// The keyring currently in use.
     ///
-    /// Fails with `Key(..)` (the reason it was sealed) while the store is sealed.
+    /// Fails with `Key(..)` (the reason access was revoked) while it is revoked.
     pub fn keyring(&self) -> Result<Arc<LoadedKeyring>> {
         match self.slot() {
             KeySlot::Loaded(k) => Ok(k),
-            KeySlot::Sealed(why) => Err(why.into()),
+            KeySlot::Revoked(why) => Err(why.into()),
         }
     }
 
-    /// Why the store is sealed, if it is.
-    pub fn sealed(&self) -> Option<KmsError> {
+    /// Why access to the content is revoked, if it is.
+    pub fn access_revoked(&self) -> Option<KmsError> {
         match self.slot() {
             KeySlot::Loaded(_) => None,
-            KeySlot::Sealed(why) => Some(why),
+            KeySlot::Revoked(why) => Some(why),
         }
     }
 
     /// Drops the registry keys (they zeroize when the last reference goes) and refuses
     /// every keyed operation with `why` from now on. Reads in flight stop before their
     /// next segment. [`Store::reload_keyring`] undoes it when the KEK works again.
-    pub fn seal(&self, why: KmsError) {
-        self.inner.seal_epoch.fetch_add(1, Ordering::SeqCst);
-        self.set_slot(KeySlot::Sealed(why));
+    ///
+    /// Named for what it does to callers, not for encryption: "seal" in this crate
+    /// means AES-GCM sealing (`Sealer`, `Envelope::seal`).
+    pub fn revoke_access(&self, why: KmsError) {
+        self.inner.revocation_epoch.fetch_add(1, Ordering::SeqCst);
+        self.set_slot(KeySlot::Revoked(why));
         self.inner.manifest_cache.clear();
     }
 
@@ -286,11 +298,11 @@ impl Store {
         &self.inner.manifest_cache
     }
 
-    /// Ends `stream` with the seal's error as soon as the store is sealed: no segment
+    /// Ends `stream` with the revocation's error as soon as access is revoked: no segment
     /// is yielded after a revocation, whatever was in flight.
-    fn cut_on_seal(&self, stream: ByteStream) -> ByteStream {
+    fn cut_on_revocation(&self, stream: ByteStream) -> ByteStream {
         use futures::StreamExt;
-        let epoch = self.inner.seal_epoch.clone();
+        let epoch = self.inner.revocation_epoch.clone();
         let opened_at = epoch.load(Ordering::SeqCst);
         let store = self.clone();
         futures::stream::unfold(Some(stream), move |state| {
@@ -300,8 +312,8 @@ impl Store {
                 let mut stream = state?;
                 let item = stream.next().await?;
                 if epoch.load(Ordering::SeqCst) != opened_at {
-                    let why = store.sealed().unwrap_or_else(|| {
-                        KmsError::revoked("registry key", "the keyring was sealed during the read")
+                    let why = store.access_revoked().unwrap_or_else(|| {
+                        KmsError::revoked("registry key", "access was revoked during the read")
                     });
                     return Some((Err(why.into()), None));
                 }
