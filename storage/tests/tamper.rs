@@ -334,9 +334,13 @@ async fn wrong_kek_cannot_open_the_keyring() {
     let src = kms_client::local::version_files(&other.version).expect("files");
     let dst = kms_client::local::version_files(&key.version).expect("files");
     std::fs::copy(&src.pem, &dst.pem).expect("swap key");
-    let err = Store::open(objects.clone(), key.kek.clone(), &key.key_id)
-        .await
-        .expect_err("must fail");
+    let err = Store::open(
+        storage::backend::Backend::from_object_store(objects.clone()),
+        key.kek.clone(),
+        &key.key_id,
+    )
+    .await
+    .expect_err("must fail");
     assert!(matches!(err, StoreError::Integrity), "{err:?}");
     let _ = a;
 }

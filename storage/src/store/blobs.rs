@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt};
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::objects;
 use super::{BlobInfo, BlobRead, ByteStream, RangeSpec, Store};
@@ -218,11 +218,13 @@ impl Store {
             part_start = part_end;
         }
 
-        let objects = self.objects().clone();
-        // Whole sealed segments per read, so the opener decrypts in the read buffer.
-        let read_size = READ_SEGMENTS * (seg as usize + crate::crypto::TAG_LEN);
+        let backend = self.backend().clone();
+        let stride = seg + crate::crypto::TAG_LEN as u64;
         let sealed = futures::stream::iter(requests)
-            .then(move |(path, range)| fetch(objects.clone(), path, range, read_size))
+            .then(move |(path, range)| {
+                let backend = backend.clone();
+                async move { backend.read(path, range, stride).await }
+            })
             .try_flatten()
             .boxed();
         let plaintext = decrypt_stream(
@@ -460,180 +462,9 @@ fn prefetch(stream: ByteStream, depth: usize) -> ByteStream {
     .boxed()
 }
 
-/// Sealed segments per read of a local data file (4 × 64 KiB segments = 256 KiB).
-const READ_SEGMENTS: usize = 4;
-/// Reads of a local data file in flight ahead of the consumer, per stream.
-const READ_AHEAD: usize = 2;
-
-/// One ranged GET of a data object as a stream. A missing data object means the blob
-/// was tampered with (its envelope exists), so it is an integrity failure.
-///
-/// A local file is read here (`read_file`), `read_size` bytes at a time: object_store
-/// would stream it in 8 KiB reads, one blocking task each, which made a pull cost five
-/// times the CPU of the decryption.
-async fn fetch(
-    objects: std::sync::Arc<dyn ObjectStore>,
-    path: Path,
-    range: Range<u64>,
-    read_size: usize,
-) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes>>> {
-    let range_end = range.end;
-    let opts = GetOptions {
-        range: Some(GetRange::Bounded(range)),
-        ..Default::default()
-    };
-    let result = match objects.get_opts(&path, opts).await {
-        Ok(result) => result,
-        Err(e) => {
-            // A data object shorter than its envelope records (truncated behind valv's
-            // back) makes some backends refuse the range itself rather than return less.
-            if let Ok(meta) = objects.head(&path).await {
-                if meta.size < range_end {
-                    return Err(StoreError::Integrity);
-                }
-            }
-            return Err(map_read_error(e));
-        }
-    };
-    match result.payload {
-        GetResultPayload::File(file, _) => Ok(read_file(file, result.range, read_size)),
-        GetResultPayload::Stream(_) => Ok(result.into_stream().map_err(map_read_error).boxed()),
-    }
-}
-
-/// Streams `range` of `file` in reads of `read_size` bytes. A file shorter than the
-/// range (truncated behind the envelope's back) is an integrity failure.
-fn read_file(
-    file: std::fs::File,
-    range: Range<u64>,
-    read_size: usize,
-) -> futures::stream::BoxStream<'static, Result<bytes::Bytes>> {
-    let file = std::sync::Arc::new(file);
-    let step = read_size.max(1) as u64;
-    let reads = (range.start..range.end)
-        .step_by(step as usize)
-        .map(move |at| {
-            let len = (range.end - at).min(step) as usize;
-            let file = file.clone();
-            async move {
-                // Allocated here, on a runtime worker, not on the blocking thread: with glibc
-                // every thread that allocates gets an arena of its own, and 256 KiB buffers
-                // spread over a dozen blocking threads' arenas doubled the peak RSS.
-                let mut buf = bytes::BytesMut::zeroed(len);
-                // What the page cache holds is copied right here; only bytes that would
-                // wait for the disk go to a blocking thread. Handing every read to a
-                // thread cost a pull more CPU in context switches than the decryption.
-                let cached = read_cached(&file, &mut buf, at).map_err(file_error)?;
-                if cached == len {
-                    return Ok(buf.freeze());
-                }
-                tokio::task::spawn_blocking(move || {
-                    use std::os::unix::fs::FileExt as _;
-                    file.read_exact_at(&mut buf[cached..], at + cached as u64)
-                        .map_err(file_error)?;
-                    Ok(buf.freeze())
-                })
-                .await
-                .map_err(|e| StoreError::Backend(object_store::Error::JoinError { source: e }))?
-            }
-        });
-    futures::stream::iter(reads).buffered(READ_AHEAD).boxed()
-}
-
-/// Reads into `buf` from `at` only what the page cache already holds (`RWF_NOWAIT`),
-/// never waiting for the disk. Returns how many bytes were read; fewer than `buf.len()`
-/// when the rest is not cached (or the kernel cannot say), so a blocking read must
-/// finish the job. End of file before `buf` is full is an error.
-fn read_cached(file: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
-    use rustix::io::{preadv2, Errno, ReadWriteFlags};
-    let mut done = 0;
-    while done < buf.len() {
-        let mut slices = [std::io::IoSliceMut::new(&mut buf[done..])];
-        match preadv2(file, &mut slices, at + done as u64, ReadWriteFlags::NOWAIT) {
-            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => done += n,
-            Err(Errno::INTR) => {}
-            Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => break,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(done)
-}
-
-/// A local read failed: a file shorter than its envelope says was truncated behind
-/// valv's back (integrity); anything else is the backend's.
-fn file_error(e: std::io::Error) -> StoreError {
-    match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => StoreError::Integrity,
-        _ => StoreError::Backend(object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: Box::new(e),
-        }),
-    }
-}
-
-fn map_read_error(e: object_store::Error) -> StoreError {
-    match e {
-        object_store::Error::NotFound { .. } => StoreError::Integrity,
-        other => StoreError::Backend(other),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    async fn collect(
-        mut stream: futures::stream::BoxStream<'static, Result<bytes::Bytes>>,
-    ) -> (Vec<u8>, Option<StoreError>) {
-        let mut out = Vec::new();
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(chunk) => out.extend_from_slice(&chunk),
-                Err(e) => return (out, Some(e)),
-            }
-        }
-        (out, None)
-    }
-
-    /// The page-cache path (RWF_NOWAIT on the runtime) and the blocking path must read the
-    /// same bytes, and a file shorter than the range must end in `Integrity`.
-    #[tokio::test]
-    async fn local_reads_agree_cached_and_from_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("data");
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
-        let len = data.len() as u64;
-        let open = || std::fs::File::open(&path).unwrap();
-        const READ: usize = 4 * 65552;
-
-        let whole = |(bytes, err): (Vec<u8>, Option<StoreError>)| {
-            assert!(err.is_none(), "{err:?}");
-            assert!(bytes == data, "bytes differ");
-        };
-        whole(collect(read_file(open(), 0..len, READ)).await);
-        let (part, err) = collect(read_file(open(), 100..2_000_000, READ)).await;
-        assert!(err.is_none(), "{err:?}");
-        assert_eq!(part, data[100..2_000_000]);
-
-        // Drop the file's pages from the page cache: reads must now go (at least partly)
-        // to a blocking thread, and still return the same bytes.
-        let file = open();
-        file.sync_all().unwrap();
-        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-        let mut buf = vec![0u8; READ];
-        let cached = read_cached(&file, &mut buf, 1_000_000).unwrap();
-        assert!(
-            cached < READ,
-            "the evicted file still read from the page cache (a filesystem without eviction?)"
-        );
-        whole(collect(read_file(open(), 0..len, READ)).await);
-
-        let (got, err) = collect(read_file(open(), 0..len + 10, READ)).await;
-        assert!(matches!(err, Some(StoreError::Integrity)), "{err:?}");
-        assert!(got.len() as u64 <= len && got == data[..got.len()]);
-    }
 
     #[test]
     fn ranges_resolve_like_rfc9110() {

@@ -16,6 +16,8 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use kms_client::{Kek, KeyId, KmsError};
 use object_store::ObjectStore;
+
+use crate::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::SEGMENT_SIZE;
@@ -48,10 +50,9 @@ pub type BodyStream<'a> = BoxStream<'a, std::result::Result<Bytes, std::io::Erro
 pub struct StoreConfig {
     /// Plaintext bytes per segment for new blobs.
     pub segment_size: u32,
-    /// Size of each part of a multipart data-object write (S3 needs ≥ 5 MiB).
-    pub part_size: usize,
     /// Parts in flight per data-object write. Memory per upload is about
-    /// `part_size × (max_parts_in_flight + 1)`.
+    /// `part size × (max_parts_in_flight + 1)`; the part size is the backend's
+    /// ([`crate::backend::Backend::part_size`]).
     pub max_parts_in_flight: usize,
     /// How long a manifest GET may reuse a tag or digest resolution read before (a
     /// change made through another node is seen within it; 0 = always read).
@@ -61,22 +62,16 @@ pub struct StoreConfig {
     /// What in-memory expiry (the reference cache) reads the time from: the system's,
     /// or a manual clock a test advances.
     pub clock: Clock,
-    /// The directory of a local-filesystem object store, so [`Store::sweep`] can remove
-    /// the staging files of writes a crash cut short (`object_store` does not list
-    /// them). `None` for other backends.
-    pub local_root: Option<std::path::PathBuf>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             segment_size: SEGMENT_SIZE,
-            part_size: 5 * 1024 * 1024,
             max_parts_in_flight: 2,
             reference_cache_ttl: std::time::Duration::from_secs(1),
             manifest_cache_bytes: 4 * 1024 * 1024,
             clock: Clock::system(),
-            local_root: None,
         }
     }
 }
@@ -198,7 +193,7 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Inner {
-    objects: Arc<dyn ObjectStore>,
+    backend: Backend,
     kek: Arc<dyn Kek>,
     config: StoreConfig,
     metrics: StoreMetrics,
@@ -226,22 +221,18 @@ impl Store {
     ///
     /// Fails with `Key(Revoked)` when the KEK version is unusable, `Key(Misconfigured)`
     /// for a non-RSA key, `Integrity` when the KEK cannot unwrap the registry keys.
-    pub async fn open(
-        objects: Arc<dyn ObjectStore>,
-        kek: Arc<dyn Kek>,
-        key_id: &KeyId,
-    ) -> Result<Store> {
-        Self::open_with(objects, kek, key_id, StoreConfig::default()).await
+    pub async fn open(backend: Backend, kek: Arc<dyn Kek>, key_id: &KeyId) -> Result<Store> {
+        Self::open_with(backend, kek, key_id, StoreConfig::default()).await
     }
 
     /// [`Store::open`] with explicit tunables.
     pub async fn open_with(
-        objects: Arc<dyn ObjectStore>,
+        backend: Backend,
         kek: Arc<dyn Kek>,
         key_id: &KeyId,
         config: StoreConfig,
     ) -> Result<Store> {
-        let keyring = crate::keyring::load_or_create(&objects, &kek, key_id).await?;
+        let keyring = crate::keyring::load_or_create(backend.objects(), &kek, key_id).await?;
         let manifest_cache = cache::ManifestCache::new(
             config.reference_cache_ttl,
             config.manifest_cache_bytes,
@@ -250,7 +241,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 manifest_cache,
-                objects,
+                backend,
                 kek,
                 config,
                 metrics: StoreMetrics::default(),
@@ -344,6 +335,10 @@ impl Store {
     }
 
     fn objects(&self) -> &Arc<dyn ObjectStore> {
-        &self.inner.objects
+        self.inner.backend.objects()
+    }
+
+    fn backend(&self) -> &Backend {
+        &self.inner.backend
     }
 }

@@ -423,7 +423,7 @@ impl Store {
                     let upload = self.objects().put_multipart(&part_path).await?;
                     writer = Some(WriteMultipart::new_with_chunk_size(
                         upload,
-                        self.inner.config.part_size,
+                        self.backend().part_size(),
                     ));
                 }
                 if let Some(w) = writer.as_mut() {
