@@ -10,7 +10,8 @@ use super::objects;
 use super::{BlobInfo, BlobRead, ByteStream, RangeSpec, Store};
 use crate::crypto::envelope::Envelope;
 use crate::crypto::keys::BlobKeys;
-use crate::crypto::segment::{decrypt_stream, segment_count, ReadPlan};
+use crate::crypto::plan::{sealed_segment_len, ReadPlan};
+use crate::crypto::segment::decrypt_stream;
 use crate::names::{Digest, RepositoryName};
 use crate::paths::ObjectPath;
 use crate::{Result, StoreError};
@@ -105,7 +106,9 @@ impl Store {
     /// Whether every data object `envelope` names exists and holds at least the sealed
     /// bytes the envelope records for it (bytes past them are never read).
     pub(super) async fn data_present(&self, envelope: &Envelope) -> Result<bool> {
-        let lengths = sealed_part_lengths(envelope).ok_or(StoreError::Integrity)?;
+        let lengths = envelope
+            .sealed_part_lengths()
+            .ok_or(StoreError::Integrity)?;
         let checks: Vec<(Path, u64)> = envelope
             .parts
             .iter()
@@ -195,31 +198,22 @@ impl Store {
         keys: BlobKeys,
         range: Range<u64>,
     ) -> Result<ByteStream> {
-        let seg = u64::from(envelope.segment_size);
         let plan =
             ReadPlan::for_range(envelope.segment_size, envelope.size, range.start, range.end);
-        let wanted = plan.sealed_range();
-
-        // Lay the parts end to end in the sealed stream and cut the wanted range out of
-        // them.
-        let lengths = sealed_part_lengths(envelope).ok_or(StoreError::Integrity)?;
-        let mut requests: Vec<(Path, Range<u64>)> = Vec::new();
-        let mut part_start = 0u64;
-        for (part, len) in envelope.parts.iter().zip(lengths) {
-            let part_end = part_start + len;
-            let from = wanted.start.max(part_start);
-            let to = wanted.end.min(part_end);
-            if from < to {
-                requests.push((
-                    Path::from(part.object.as_str()),
-                    (from - part_start)..(to - part_start),
-                ));
-            }
-            part_start = part_end;
-        }
+        let lengths = envelope
+            .sealed_part_lengths()
+            .ok_or(StoreError::Integrity)?;
+        let requests: Vec<(Path, Range<u64>)> = plan
+            .part_ranges(&lengths)
+            .into_iter()
+            .filter_map(|(index, range)| {
+                let part = envelope.parts.get(index)?;
+                Some((Path::from(part.object.as_str()), range))
+            })
+            .collect();
 
         let backend = self.backend().clone();
-        let stride = seg + crate::crypto::TAG_LEN as u64;
+        let stride = sealed_segment_len(envelope.segment_size);
         let sealed = futures::stream::iter(requests)
             .then(move |(path, range)| {
                 let backend = backend.clone();
@@ -383,32 +377,6 @@ pub(super) struct Intact {
     pub(super) keys: BlobKeys,
     /// The envelope's stored bytes.
     pub(super) raw: bytes::Bytes,
-}
-
-/// The sealed length of each data object of `envelope`, in order: every segment is
-/// full except the blob's very last. `None` when the parts do not add up to the blob's
-/// segment count (an envelope that would not open anyway).
-pub(super) fn sealed_part_lengths(envelope: &Envelope) -> Option<Vec<u64>> {
-    let seg = u64::from(envelope.segment_size);
-    let tag = crate::crypto::TAG_LEN as u64;
-    let total_segments = segment_count(envelope.size, envelope.segment_size);
-    let last_sealed = envelope
-        .size
-        .checked_sub(total_segments.checked_sub(1)?.checked_mul(seg)?)?
-        + tag;
-    let mut segments_before = 0u64;
-    let mut lengths = Vec::with_capacity(envelope.parts.len());
-    for part in &envelope.parts {
-        let full = part.segments.checked_mul(seg + tag)?;
-        segments_before = segments_before.checked_add(part.segments)?;
-        let len = if segments_before == total_segments && part.segments > 0 {
-            full - (seg + tag) + last_sealed
-        } else {
-            full
-        };
-        lengths.push(len);
-    }
-    (segments_before == total_segments).then_some(lengths)
 }
 
 /// Reads longer than this many segments are decrypted ahead on their own task.

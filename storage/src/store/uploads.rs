@@ -49,7 +49,7 @@ use super::{BlobInfo, BodyStream, Store, UploadStatus};
 use crate::crypto::envelope::{DataPart, Envelope};
 use crate::crypto::hash::ResumableHash;
 use crate::crypto::keys::{b64, BlobKeys, Key32, SealedBox, WrappedKey};
-use crate::crypto::segment::Sealer;
+use crate::crypto::segment::{sealed_len, Sealer};
 use crate::names::{Algorithm, Digest, RepositoryName, UploadId};
 use crate::paths::{sequence_of, ObjectPath};
 use crate::{Result, StoreError};
@@ -962,7 +962,8 @@ impl Store {
         sealer.push(bytes, &mut segments);
         segments.push(sealer.finish());
         let count = segments.len() as u64;
-        let mut sealed = Vec::with_capacity(bytes.len() + crate::crypto::TAG_LEN * segments.len());
+        let capacity = sealed_len(bytes.len() as u64, keys.segment_size);
+        let mut sealed = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
         for s in segments {
             sealed.extend_from_slice(&s);
         }
