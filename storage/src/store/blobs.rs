@@ -13,7 +13,7 @@ use crate::crypto::keys::BlobKeys;
 use crate::crypto::plan::{sealed_segment_len, ReadPlan};
 use crate::crypto::segment::decrypt_stream;
 use crate::names::{Digest, RepositoryName};
-use crate::paths::ObjectPath;
+use crate::paths::{DataObject, ObjectPath};
 use crate::{Result, StoreError};
 
 /// Resolves a client's range against a blob of `size` bytes (RFC 9110 §14.1.2).
@@ -79,7 +79,7 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
-        let Some(keys) = self.open_envelope(&envelope)? else {
+        let Some(opened) = self.open_envelope(&envelope)? else {
             return Ok(Stored::Broken(bytes));
         };
         if !self.data_present(&envelope).await? {
@@ -87,20 +87,33 @@ impl Store {
         }
         Ok(Stored::Intact(Box::new(Intact {
             envelope,
-            keys,
+            opened,
             raw: bytes,
         })))
     }
 
-    /// The blob's keys if `envelope` authenticates under the keyring (its generation
-    /// is known and the wrapped DEK and key commitment open), `None` if it does not.
-    /// Fails only while access is revoked.
-    fn open_envelope(&self, envelope: &Envelope) -> Result<Option<BlobKeys>> {
+    /// The blob's keys and data objects if `envelope` authenticates under the keyring
+    /// (its generation is known, the wrapped DEK and key commitment open) and names
+    /// only data objects of the form the store writes; `None` if not. Fails only while
+    /// access is revoked.
+    fn open_envelope(&self, envelope: &Envelope) -> Result<Option<Opened>> {
         let ring = self.keyring()?;
-        Ok(ring
+        let Some(keys) = ring
             .key(envelope.key_generation)
             .ok()
-            .and_then(|rk| envelope.open(&rk).ok()))
+            .and_then(|rk| envelope.open(&rk).ok())
+        else {
+            return Ok(None);
+        };
+        let data: Option<Vec<DataObject>> = envelope
+            .parts
+            .iter()
+            .map(|part| DataObject::parse(&part.object))
+            .collect();
+        Ok(data.map(|data| Opened {
+            keys,
+            data: AuthenticData(data),
+        }))
     }
 
     /// Whether every data object `envelope` names exists and holds at least the sealed
@@ -109,12 +122,15 @@ impl Store {
         let lengths = envelope
             .sealed_part_lengths()
             .ok_or(StoreError::Integrity)?;
-        let checks: Vec<(Path, u64)> = envelope
+        let Some(names) = envelope
             .parts
             .iter()
-            .map(|part| Path::from(part.object.as_str()))
-            .zip(lengths)
-            .collect();
+            .map(|part| DataObject::parse(&part.object))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Ok(false); // not data objects the store wrote
+        };
+        let checks: Vec<(Path, u64)> = names.iter().map(DataObject::to_path).zip(lengths).collect();
         let present = futures::future::try_join_all(
             checks
                 .into_iter()
@@ -155,7 +171,9 @@ impl Store {
     pub async fn read_blob(&self, digest: &Digest, range: Option<RangeSpec>) -> Result<BlobRead> {
         // Missing or short data objects are found here, before the caller sends any
         // header, rather than as a cut body.
-        let Intact { envelope, keys, .. } = match self.examine(digest).await? {
+        let Intact {
+            envelope, opened, ..
+        } = match self.examine(digest).await? {
             Stored::Intact(intact) => *intact,
             Stored::Absent => return Err(StoreError::BlobUnknown),
             Stored::Broken(_) => {
@@ -167,7 +185,7 @@ impl Store {
             Some(spec) => resolve_range(spec, envelope.size)?,
             None => 0..envelope.size,
         };
-        let body = self.read_opened(&envelope, keys, byte_range.clone())?;
+        let body = self.read_opened(&envelope, opened, byte_range.clone())?;
         Ok(BlobRead {
             info: BlobInfo {
                 digest: digest.clone(),
@@ -186,18 +204,18 @@ impl Store {
         envelope: &Envelope,
         range: Range<u64>,
     ) -> Result<ByteStream> {
-        let rk = self.keyring()?.key(envelope.key_generation)?;
-        let keys = envelope.open(&rk).map_err(|_| StoreError::Integrity)?;
-        self.read_opened(envelope, keys, range)
+        let opened = self.open_envelope(envelope)?.ok_or(StoreError::Integrity)?;
+        self.read_opened(envelope, opened, range)
     }
 
-    /// [`Store::read_envelope`] with the blob's keys already opened.
+    /// [`Store::read_envelope`] with the envelope already opened.
     fn read_opened(
         &self,
         envelope: &Envelope,
-        keys: BlobKeys,
+        opened: Opened,
         range: Range<u64>,
     ) -> Result<ByteStream> {
+        let Opened { keys, data } = opened;
         let plan =
             ReadPlan::for_range(envelope.segment_size, envelope.size, range.start, range.end);
         let lengths = envelope
@@ -206,10 +224,7 @@ impl Store {
         let requests: Vec<(Path, Range<u64>)> = plan
             .part_ranges(&lengths)
             .into_iter()
-            .filter_map(|(index, range)| {
-                let part = envelope.parts.get(index)?;
-                Some((Path::from(part.object.as_str()), range))
-            })
+            .filter_map(|(index, range)| Some((data.0.get(index)?.to_path(), range)))
             .collect();
 
         let backend = self.backend().clone();
@@ -247,15 +262,24 @@ impl Store {
             return Err(StoreError::BlobUnknown);
         };
         let authentic = match parsed {
-            Ok(envelope) => self.open_envelope(&envelope)?.map(|_| envelope),
+            Ok(envelope) => self.open_envelope(&envelope)?.map(|opened| opened.data),
             Err(StoreError::Corrupt { .. } | StoreError::Integrity) => None,
             Err(e) => return Err(e),
         };
         // A manifest is stored as a blob: its cached plaintext goes with it.
         self.manifest_cache().forget_content(digest);
         objects::delete(self.objects(), &ObjectPath::Envelope(digest).to_path()).await?;
-        for part in authentic.iter().flat_map(|e| &e.parts) {
-            objects::delete(self.objects(), &Path::from(part.object.as_str())).await?;
+        if let Some(data) = authentic {
+            self.delete_data(&data).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the data objects of an envelope that authenticated: the one way the
+    /// store deletes data objects by the names an envelope gives.
+    async fn delete_data(&self, data: &AuthenticData) -> Result<()> {
+        for object in &data.0 {
+            objects::delete(self.objects(), &object.to_path()).await?;
         }
         Ok(())
     }
@@ -356,6 +380,20 @@ async fn holds_at_least(
     }
 }
 
+/// The data objects of an envelope that authenticated under the keyring, in order.
+/// Only [`Store::open_envelope`] makes one (the field is private to this module), so
+/// the compiler sees to it that data objects are deleted only by names an authentic
+/// envelope gave: an envelope edited in the bucket could name another blob's data.
+#[derive(Debug)]
+pub(super) struct AuthenticData(Vec<DataObject>);
+
+/// An envelope that authenticated: the blob's keys and its data objects.
+#[derive(Debug)]
+pub(super) struct Opened {
+    keys: BlobKeys,
+    data: AuthenticData,
+}
+
 /// What a content address holds, as [`Store::examine`] sees it.
 #[derive(Debug)]
 pub(super) enum Stored {
@@ -373,8 +411,8 @@ pub(super) enum Stored {
 #[derive(Debug)]
 pub(super) struct Intact {
     pub(super) envelope: Envelope,
-    /// The blob's keys, opened once by the examination.
-    pub(super) keys: BlobKeys,
+    /// The blob's keys and data objects, opened once by the examination.
+    opened: Opened,
     /// The envelope's stored bytes.
     pub(super) raw: bytes::Bytes,
 }

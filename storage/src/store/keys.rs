@@ -105,9 +105,7 @@ impl Store {
             .active_generation()
             .map(|g| g.kek.clone())
             .unwrap_or_default();
-        if ring.doc.generations.iter().all(|g| g.kek == to.to_string())
-            && ring.doc.key_id == key_id.to_string()
-        {
+        if ring.all_wrapped_by(to) && ring.key_id() == key_id {
             return Ok(RotateOutcome::AlreadyCurrent);
         }
         let description = self.kek().describe(to).await?;
@@ -138,7 +136,7 @@ impl Store {
         let sequence = ring.sequence + 1;
         match keyring::write_version(self.objects(), sequence, &doc).await {
             Ok(()) => {
-                let loaded: LoadedKeyring = ring.with_doc(doc, sequence);
+                let loaded: LoadedKeyring = ring.with_doc(doc, sequence)?;
                 self.set_slot(KeySlot::Loaded(Arc::new(loaded)));
                 tracing::info!(%from, to = %to, sequence, "rewrapped the registry keys under a new KEK version");
                 Ok(RotateOutcome::Rotated {

@@ -84,6 +84,10 @@ impl Store {
                 continue;
             };
             // A damaged envelope names nothing usable; its data (if any) is garbage.
+            // These envelopes are not authenticated (that needs the keys, and the sweep
+            // must judge every envelope, whatever generation it is under): their names
+            // are only ever *kept*, never deleted, so a forged envelope can at worst
+            // keep garbage alive. Names of any form are kept, valid data objects or not.
             if let Ok(envelope) = Envelope::from_json(&bytes) {
                 named.extend(envelope.parts.into_iter().map(|p| p.object));
             }

@@ -789,7 +789,9 @@ impl Store {
     /// own commit) does not name: left by appends or duplicate commits that lost their
     /// state put, or were killed before deleting what they wrote. Safe because the
     /// directory belongs to this session alone and the session has ended: no later
-    /// version can name them (module docs).
+    /// version can name them (module docs). The names deleted come from listing the
+    /// session's own directory; `envelope` (which may be another node's commit of the
+    /// same session, judged intact) only decides what to keep.
     async fn remove_unnamed_parts(&self, blob: &str, envelope: &Envelope) -> Result<()> {
         for path in objects::list(self.objects(), &ObjectPath::DataDir { blob }.to_path()).await? {
             if !envelope.parts.iter().any(|p| p.object == path.as_ref()) {
