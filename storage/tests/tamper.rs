@@ -14,7 +14,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use storage::{Digest, RangeSpec, RepositoryName, Store, StoreError};
 
 const SEG: usize = 65536;
-const SEALED: usize = SEG + 16;
+const SEALED: usize = storage::crypto::plan::sealed_segment_len(SEG as u32) as usize;
 
 struct Blob {
     data: Vec<u8>,

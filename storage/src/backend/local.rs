@@ -257,7 +257,8 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let len = data.len() as u64;
         let open = || std::fs::File::open(&path).unwrap();
-        const READ: usize = 4 * 65552;
+        const READ: usize =
+            4 * crate::crypto::plan::sealed_segment_len(crate::crypto::SEGMENT_SIZE) as usize;
         const AHEAD: usize = 2;
 
         let whole = |(bytes, err): (Vec<u8>, Option<StoreError>)| {

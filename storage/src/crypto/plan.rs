@@ -9,8 +9,8 @@ use super::segment::{sealed_len, segment_count};
 use super::TAG_LEN;
 
 /// Sealed bytes of one full segment: `segment_size` plaintext bytes and the tag.
-pub fn sealed_segment_len(segment_size: u32) -> u64 {
-    u64::from(segment_size) + TAG_LEN as u64
+pub const fn sealed_segment_len(segment_size: u32) -> u64 {
+    segment_size as u64 + TAG_LEN as u64
 }
 
 /// The sealed length of each data part of a blob of `size` bytes whose parts hold
