@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kms_client::local::{ensure_dev_key, LocalKek};
 use kms_client::{Kek, KeyId, KmsError};
-use object_store::ObjectStore;
+use storage::backend::{self, Backend, OpenError};
 use storage::{Store, StoreError};
 use thiserror::Error;
 
@@ -96,18 +96,12 @@ impl App {
         create_dir(&data_dir, "creating data directory")?;
 
         let (kek, key_id, source) = open_kek(config, &data_dir).await?;
-        let (objects, local_root) = open_objects(config, &data_dir)?;
+        let backend = open_objects(config, &data_dir)?;
         let store_config = storage::StoreConfig {
             reference_cache_ttl: std::time::Duration::from_millis(config.storage.tag_cache_ttl_ms),
-            // Both backends built today are local (file://, memory://): a data-object
-            // write needs no 5 MiB parts (S3's minimum), and an upload's write buffer is
-            // part size x (parts in flight + 1), so 1 MiB parts hold 8 parallel pushes
-            // to 24 MiB instead of 120 MiB.
-            part_size: 1024 * 1024,
-            local_root,
             ..storage::StoreConfig::default()
         };
-        let store = Store::open_with(objects, kek, &key_id, store_config).await?;
+        let store = Store::open_with(backend, kek, &key_id, store_config).await?;
         let app = App {
             store,
             settings: Settings::from_config(config),
@@ -156,28 +150,20 @@ async fn open_kek(
     }
 }
 
-/// The object store, and its directory when it is the local filesystem.
-fn open_objects(
-    config: &Config,
-    data_dir: &Path,
-) -> Result<(Arc<dyn ObjectStore>, Option<PathBuf>), StartError> {
-    let url = config.storage_url().map_err(StartError::Invalid)?;
-    let dir = match url {
-        Some(StorageUrl::Memory) => {
-            return Ok((Arc::new(object_store::memory::InMemory::new()), None))
-        }
-        Some(StorageUrl::File(dir)) => dir,
-        None => data_dir.join("store"),
-    };
-    // LocalFileSystem::new_with_prefix requires the directory to exist.
-    create_dir(&dir, "creating storage directory")?;
-    let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|source| {
-        StartError::ObjectStore {
-            url: format!("file://{}", dir.display()),
+/// The object store the configuration names (by default under the data directory).
+fn open_objects(config: &Config, data_dir: &Path) -> Result<Backend, StartError> {
+    let url = config
+        .storage_url()
+        .map_err(StartError::Invalid)?
+        .unwrap_or_else(|| StorageUrl::File(data_dir.join("store")));
+    backend::open(&url).map_err(|e| match e {
+        OpenError::CreateDir { path, source } => StartError::Io {
+            what: "creating storage directory",
+            path,
             source,
-        }
-    })?;
-    Ok((Arc::new(fs), Some(dir)))
+        },
+        OpenError::ObjectStore { url, source } => StartError::ObjectStore { url, source },
+    })
 }
 
 /// file:// key ids need absolute paths, and a relative data dir would silently change

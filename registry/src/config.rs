@@ -164,40 +164,8 @@ pub struct Overrides {
     pub outage_grace_secs: Option<u64>,
 }
 
-/// Where the object store lives, parsed from `storage.url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StorageUrl {
-    /// A directory on the local filesystem (absolute).
-    File(PathBuf),
-    /// Process memory: gone at exit. For tests and demonstrations.
-    Memory,
-}
-
-impl FromStr for StorageUrl {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s == "memory://" || s == "memory:" {
-            return Ok(StorageUrl::Memory);
-        }
-        if let Some(path) = s.strip_prefix("file://") {
-            if !path.starts_with('/') {
-                return Err(format!(
-                    "storage url {s:?}: a file url needs an absolute path, file:///<dir>"
-                ));
-            }
-            return Ok(StorageUrl::File(PathBuf::from(path)));
-        }
-        let scheme = s.split_once("://").map_or(s, |(scheme, _)| scheme);
-        match scheme {
-            "s3" | "az" | "gs" => Err(format!(
-                "storage url {s:?}: the {scheme}:// backend is not available yet; use file:///<dir> or memory://"
-            )),
-            _ => Err(format!(
-                "storage url {s:?}: expected file:///<dir> or memory://"
-            )),
-        }
-    }
-}
+/// Where the object store lives, parsed from `storage.url` (the storage crate opens it).
+pub use storage::backend::StorageUrl;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {

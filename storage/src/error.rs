@@ -48,7 +48,9 @@ pub enum StoreError {
     #[error("object store failure: {0}")]
     Backend(#[source] object_store::Error),
     /// A bug or a broken invariant inside valv (a worker thread died, a commit that
-    /// could not settle). Never caused by the client; logged with its reason.
+    /// could not settle), or a failure of valv's own I/O beside the object store (a
+    /// local data file read directly). Never caused by the client; logged with its
+    /// reason.
     #[error("internal error in the store: {0}")]
     Internal(String),
     /// A stored metadata object (envelope, keyring, session, link) could not be parsed.

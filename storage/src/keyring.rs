@@ -57,14 +57,39 @@ pub struct Generation {
     pub state: GenerationState,
 }
 
-/// The keyring as loaded: the document and its unwrapped keys.
+/// The keyring as loaded: the document, its key ids parsed, and its unwrapped keys.
 #[derive(Debug)]
 pub struct LoadedKeyring {
     pub doc: KeyringDoc,
     /// Sequence number of the keyring object this was read from.
     pub sequence: u64,
+    ids: KeyringIds,
     keys: BTreeMap<u32, Arc<Key32>>,
     active: u32,
+}
+
+/// The key ids of a keyring document, parsed: the configured key and the exact KEK
+/// version of each generation. A document whose ids do not parse is not loaded.
+#[derive(Debug, Clone)]
+struct KeyringIds {
+    key_id: KeyId,
+    keks: BTreeMap<u32, VersionedKeyId>,
+}
+
+impl KeyringIds {
+    fn parse(doc: &KeyringDoc, sequence: u64) -> Result<KeyringIds> {
+        let corrupt = |e: KmsError| StoreError::Corrupt {
+            path: format!("keyring/{sequence:020}"),
+            reason: e.to_string(),
+        };
+        let key_id: KeyId = doc.key_id.parse().map_err(corrupt)?;
+        let keks = doc
+            .generations
+            .iter()
+            .map(|g| Ok((g.generation, g.kek.parse().map_err(corrupt)?)))
+            .collect::<Result<_>>()?;
+        Ok(KeyringIds { key_id, keks })
+    }
 }
 
 impl LoadedKeyring {
@@ -78,14 +103,31 @@ impl LoadedKeyring {
         )
     }
 
-    /// The same registry keys under a new document (after a rewrap).
-    pub(crate) fn with_doc(&self, doc: KeyringDoc, sequence: u64) -> LoadedKeyring {
-        LoadedKeyring {
+    /// The same registry keys under a new document (after a rewrap). Fails with
+    /// `Corrupt` when the document's key ids do not parse.
+    pub(crate) fn with_doc(&self, doc: KeyringDoc, sequence: u64) -> Result<LoadedKeyring> {
+        Ok(LoadedKeyring {
+            ids: KeyringIds::parse(&doc, sequence)?,
             doc,
             sequence,
             keys: self.keys.clone(),
             active: self.active,
-        }
+        })
+    }
+
+    /// The key the operator configured (versionless: automatic rotation).
+    pub fn key_id(&self) -> &KeyId {
+        &self.ids.key_id
+    }
+
+    /// The exact KEK version that wraps `generation`, if the keyring has it.
+    pub fn kek_of(&self, generation: u32) -> Option<&VersionedKeyId> {
+        self.ids.keks.get(&generation)
+    }
+
+    /// Whether every generation is wrapped by `version`.
+    pub fn all_wrapped_by(&self, version: &VersionedKeyId) -> bool {
+        self.ids.keks.values().all(|k| k == version)
     }
 
     /// The document entry of the active generation.
@@ -160,6 +202,7 @@ pub async fn load_or_create(
                 let mut keys = BTreeMap::new();
                 keys.insert(1, Arc::new(rk));
                 return Ok(LoadedKeyring {
+                    ids: KeyringIds::parse(&doc, 1)?,
                     doc,
                     sequence: 1,
                     keys,
@@ -252,6 +295,7 @@ pub(crate) async fn unwrap_all(
     }
     let active = active.ok_or_else(|| corrupt("no active registry-key generation".into()))?;
     Ok(LoadedKeyring {
+        ids: KeyringIds::parse(&doc, sequence)?,
         doc,
         sequence,
         keys,

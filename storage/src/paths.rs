@@ -149,6 +149,50 @@ impl ObjectPath<'_> {
     }
 }
 
+/// The name of a data object in the form the store writes it, parsed from an envelope:
+/// `data/<blob-id>/<part>`, the blob id 32 lowercase hex digits, the part 6 digits,
+/// optionally followed by `-` and 16 lowercase hex digits. An envelope naming anything
+/// else (another kind of object, a path outside `data/`) is not one the store wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DataObject {
+    blob: String,
+    part: String,
+}
+
+impl DataObject {
+    /// `None` when `name` is not of the form above.
+    pub fn parse(name: &str) -> Option<DataObject> {
+        let rest = name.strip_prefix("data/")?;
+        let (blob, part) = rest.split_once('/')?;
+        let hex = |s: &str, len: usize| {
+            s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        let (seq, random) = match part.split_once('-') {
+            Some((seq, random)) => (seq, Some(random)),
+            None => (part, None),
+        };
+        let seq_ok = seq.len() == 6 && seq.bytes().all(|b| b.is_ascii_digit());
+        let ok = hex(blob, 32) && seq_ok && random.is_none_or(|r| hex(r, 16));
+        ok.then(|| DataObject {
+            blob: blob.to_owned(),
+            part: part.to_owned(),
+        })
+    }
+
+    /// The blob id (the data directory) the object lies in.
+    pub fn blob(&self) -> &str {
+        &self.blob
+    }
+
+    pub fn to_path(&self) -> Path {
+        ObjectPath::DataPart {
+            blob: &self.blob,
+            part: &self.part,
+        }
+        .to_path()
+    }
+}
+
 /// The sequence number at the end of a versioned object's path (`…/<seq:020>`).
 pub fn sequence_of(path: &Path) -> Option<u64> {
     let last = path.filename()?;
@@ -160,8 +204,36 @@ pub fn sequence_of(path: &Path) -> Option<u64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_data_objects_the_store_writes_parse() {
+        let blob = "00112233445566778899aabbccddeeff";
+        for good in [
+            format!("data/{blob}/000000"),
+            format!("data/{blob}/000012-0011223344556677"),
+        ] {
+            let parsed = DataObject::parse(&good).unwrap_or_else(|| panic!("{good}"));
+            assert_eq!(parsed.to_path().as_ref(), good);
+            assert_eq!(parsed.blob(), blob);
+        }
+        for bad in [
+            "test-vectors/empty/data-0".to_owned(),
+            format!("blobs/{blob}/000000"),
+            format!("data/{blob}"),
+            format!("data/{blob}/00000"),
+            format!("data/{blob}/000000-001122334455667"),
+            format!("data/{blob}/000000-0011223344556677/x"),
+            format!("data/{}/000000", blob.to_uppercase()),
+            "data/../keyring/000000".to_owned(),
+            format!("data/{blob}/000000-"),
+            String::new(),
+        ] {
+            assert_eq!(DataObject::parse(&bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn layout_is_stable() {

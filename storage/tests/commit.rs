@@ -551,16 +551,12 @@ async fn deleting_a_forged_envelope_spares_the_data_it_names() {
 /// than the grace period; live sessions and blobs are never touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_removes_only_what_nothing_names() {
-    let (guard, objects) = Backend::local();
-    let Backend::LocalFs(dir) = &guard else {
-        unreachable!()
-    };
+    // The local backend as a `file://` URL opens it: it knows its staging files.
+    let (dir, backend) = url_backend("file://");
+    let dir = dir.expect("a local directory");
+    let objects = backend.objects().clone();
     let key = key_fixture();
-    let config = storage::StoreConfig {
-        local_root: Some(dir.path().to_owned()),
-        ..storage::StoreConfig::default()
-    };
-    let store = open_with(&objects, &key, config).await;
+    let store = open(&backend, &key).await;
     let r = repo("commit/sweep");
     let data = Bytes::from(pseudo_random(9, 200_000));
     let digest = Digest::sha256_of(&data);

@@ -1,17 +1,17 @@
 //! The manifest read caches (storage/src/store/cache.rs) as two nodes over one object
 //! store see them: a node reads its own writes at once, another node's tag move or
-//! manifest delete shows within the reference TTL, and a sealed store serves nothing
-//! from memory.
+//! manifest delete shows within the reference TTL, and a store whose access is
+//! revoked serves nothing from memory.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
 use kms_client::KmsError;
 use storage::{
-    Digest, NewManifest, Reference, RepositoryName, Store, StoreConfig, StoreError, Tag,
+    Clock, Digest, NewManifest, Reference, RepositoryName, Store, StoreConfig, StoreError, Tag,
 };
 
 const TTL: Duration = Duration::from_millis(300);
@@ -30,9 +30,14 @@ fn manifest(n: u32) -> NewManifest {
     }
 }
 
-async fn node(objects: &std::sync::Arc<dyn object_store::ObjectStore>, key: &KeyFixture) -> Store {
+async fn node(
+    objects: &std::sync::Arc<dyn object_store::ObjectStore>,
+    key: &KeyFixture,
+    clock: &Clock,
+) -> Store {
     let config = StoreConfig {
         reference_cache_ttl: TTL,
+        clock: clock.clone(),
         ..StoreConfig::default()
     };
     open_with(objects, key, config).await
@@ -51,37 +56,18 @@ async fn resolved(store: &Store, repo: &RepositoryName, reference: &Reference) -
     }
 }
 
-/// Polls `resolved` until it answers `want`, failing after `bound`; returns the wait.
-async fn until_resolves(
-    store: &Store,
-    repo: &RepositoryName,
-    reference: &Reference,
-    want: Option<&Digest>,
-    bound: Duration,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        let got = resolved(store, repo, reference).await;
-        if got.as_ref() == want {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < bound,
-            "{reference}: still {got:?} after {bound:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
+/// Both nodes share one manual clock: the TTL is checked exactly, whatever the load.
 #[tokio::test]
 async fn another_nodes_changes_show_within_the_ttl_and_ours_at_once() {
     let (_dir, objects) = Backend::local();
     let key = key_fixture();
-    let a = node(&objects, &key).await;
-    let b = node(&objects, &key).await;
+    let clock = Clock::manual();
+    let a = node(&objects, &key, &clock).await;
+    let b = node(&objects, &key, &clock).await;
     let repo: RepositoryName = "cache/test".parse().expect("repo");
     let tag: Tag = "latest".parse().expect("tag");
     let by_tag = Reference::Tag(tag.clone());
+    let just_before = TTL - Duration::from_nanos(1);
 
     let (m1, m2) = (manifest(1), manifest(2));
     a.put_manifest(&repo, m1.clone(), Some(&tag))
@@ -90,39 +76,48 @@ async fn another_nodes_changes_show_within_the_ttl_and_ours_at_once() {
     // Misses are not cached: b sees a's tag at once.
     assert_eq!(resolved(&b, &repo, &by_tag).await, Some(m1.digest.clone()));
 
-    // a moves the tag: a reads its own write at once; b may keep the old answer for at
-    // most the TTL, then reads the new one.
+    // a moves the tag: a reads its own write at once; b keeps the old answer until the
+    // TTL is up, and not a moment longer.
     a.put_manifest(&repo, m2.clone(), Some(&tag))
         .await
         .expect("put 2");
     assert_eq!(resolved(&a, &repo, &by_tag).await, Some(m2.digest.clone()));
-    let waited = until_resolves(&b, &repo, &by_tag, Some(&m2.digest), TTL * 10).await;
-    assert!(
-        waited <= TTL + Duration::from_millis(200),
-        "b saw the move after {waited:?}"
-    );
+    clock.advance(just_before);
+    assert_eq!(resolved(&b, &repo, &by_tag).await, Some(m1.digest.clone()));
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(resolved(&b, &repo, &by_tag).await, Some(m2.digest.clone()));
 
-    // b moves it back: b at once, a within the TTL.
+    // b moves it back: b at once, a once its answer (cached at the last advance) ages.
+    assert_eq!(resolved(&a, &repo, &by_tag).await, Some(m2.digest.clone()));
     b.put_manifest(&repo, m1.clone(), Some(&tag))
         .await
         .expect("put 1 again");
     assert_eq!(resolved(&b, &repo, &by_tag).await, Some(m1.digest.clone()));
-    until_resolves(&a, &repo, &by_tag, Some(&m1.digest), TTL * 10).await;
+    clock.advance(just_before);
+    assert_eq!(resolved(&a, &repo, &by_tag).await, Some(m2.digest.clone()));
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(resolved(&a, &repo, &by_tag).await, Some(m1.digest.clone()));
 
     // A delete through a is seen by a at once, by b within the TTL (by tag and digest).
+    let by_digest = Reference::Digest(m1.digest.clone());
+    assert_eq!(resolved(&b, &repo, &by_tag).await, Some(m1.digest.clone()));
+    assert_eq!(
+        resolved(&b, &repo, &by_digest).await,
+        Some(m1.digest.clone())
+    );
     a.delete_manifest(&repo, &m1.digest).await.expect("delete");
     assert_eq!(resolved(&a, &repo, &by_tag).await, None);
-    until_resolves(&b, &repo, &by_tag, None, TTL * 10).await;
-    let by_digest = Reference::Digest(m1.digest.clone());
-    until_resolves(&b, &repo, &by_digest, None, TTL * 10).await;
+    clock.advance(TTL);
+    assert_eq!(resolved(&b, &repo, &by_tag).await, None);
+    assert_eq!(resolved(&b, &repo, &by_digest).await, None);
 }
 
 #[tokio::test]
-async fn a_sealed_store_serves_no_cached_manifest_and_reopens_with_it() {
+async fn a_revoked_store_serves_no_cached_manifest_and_reopens_with_it() {
     let (_dir, objects) = Backend::local();
     let key = key_fixture();
-    let store = node(&objects, &key).await;
-    let repo: RepositoryName = "cache/sealed".parse().expect("repo");
+    let store = node(&objects, &key, &Clock::system()).await;
+    let repo: RepositoryName = "cache/revoked".parse().expect("repo");
     let tag: Tag = "v1".parse().expect("tag");
     let m = manifest(7);
     store
@@ -136,7 +131,7 @@ async fn a_sealed_store_serves_no_cached_manifest_and_reopens_with_it() {
         );
     }
 
-    store.seal(KmsError::revoked("test key", "revoked by the test"));
+    store.revoke_access(KmsError::revoked("test key", "revoked by the test"));
     for reference in [
         Reference::Tag(tag.clone()),
         Reference::Digest(m.digest.clone()),
@@ -145,7 +140,7 @@ async fn a_sealed_store_serves_no_cached_manifest_and_reopens_with_it() {
             Err(StoreError::Key(e)) => {
                 assert!(e.to_string().contains("revoked by the test"), "{e}")
             }
-            other => panic!("sealed store answered {:?}", other.map(|m| m.info)),
+            other => panic!("revoked store answered {:?}", other.map(|m| m.info)),
         }
     }
 

@@ -38,9 +38,10 @@ fn generated(hasher: Arc<Mutex<sha2::Sha256>>) -> storage::BodyStream<'static> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_blob_round_trip_in_bounded_memory() {
-    let (_backend, objects) = Backend::local();
+    // The local backend as a `file://` URL opens it, with its own read path.
+    let (_dir, backend) = url_backend("file://");
     let key = key_fixture();
-    let store = open(&objects, &key).await;
+    let store = open(&backend, &key).await;
     let repo: RepositoryName = "memory/big".parse().expect("repo");
     let baseline = vm_hwm_kib();
 

@@ -14,7 +14,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use storage::{Digest, RangeSpec, RepositoryName, Store, StoreError};
 
 const SEG: usize = 65536;
-const SEALED: usize = SEG + 16;
+const SEALED: usize = storage::crypto::plan::sealed_segment_len(SEG as u32) as usize;
 
 struct Blob {
     data: Vec<u8>,
@@ -334,9 +334,13 @@ async fn wrong_kek_cannot_open_the_keyring() {
     let src = kms_client::local::version_files(&other.version).expect("files");
     let dst = kms_client::local::version_files(&key.version).expect("files");
     std::fs::copy(&src.pem, &dst.pem).expect("swap key");
-    let err = Store::open(objects.clone(), key.kek.clone(), &key.key_id)
-        .await
-        .expect_err("must fail");
+    let err = Store::open(
+        storage::backend::Backend::from_object_store(objects.clone()),
+        key.kek.clone(),
+        &key.key_id,
+    )
+    .await
+    .expect_err("must fail");
     assert!(matches!(err, StoreError::Integrity), "{err:?}");
     let _ = a;
 }
@@ -448,4 +452,65 @@ async fn local_files_flipped_truncated_or_extended() {
     let (bytes, err) = read(&store, &a.digest, None).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(bytes, a.data, "local: restored file");
+}
+
+/// An envelope that authenticates (sealed under the registry key, as only someone
+/// holding it could) but names data objects outside `data/`, where the store never
+/// writes them: the blob is broken (unknown to stat, integrity to a read), and deleting
+/// it removes the envelope alone, never the objects it names.
+#[tokio::test]
+async fn an_authentic_envelope_naming_objects_the_store_never_writes_is_broken() {
+    use storage::crypto::envelope::{DataPart, Envelope};
+    let (objects, key, store, a, _b) = setup(2).await;
+    let (env_path, env) = envelope_json(&objects, &a.digest).await;
+    let envelope = Envelope::from_json(&serde_json::to_vec(&env).expect("json")).expect("parse");
+    let ring = store.keyring().expect("keyring");
+    let rk = ring.key(envelope.key_generation).expect("registry key");
+    let keys = envelope.open(&rk).expect("the stored envelope opens");
+
+    // The same sealed bytes, moved to a path outside `data/`.
+    let mut parts = Vec::new();
+    for (i, part) in envelope.parts.iter().enumerate() {
+        let bytes = objects
+            .get(&Path::from(part.object.as_str()))
+            .await
+            .expect("data")
+            .bytes()
+            .await
+            .expect("bytes");
+        let victim = format!("victims/{i}");
+        put(&objects, &Path::from(victim.as_str()), bytes.to_vec()).await;
+        parts.push(DataPart {
+            object: victim,
+            segments: part.segments,
+        });
+    }
+    let forged = Envelope::seal(
+        &rk,
+        envelope.key_generation,
+        &keys,
+        a.digest.clone(),
+        envelope.size,
+        parts,
+    );
+    assert!(
+        forged.open(&rk).is_ok(),
+        "the forged envelope authenticates"
+    );
+    put(&objects, &env_path, forged.to_json()).await;
+    let fresh = open(&objects, &key).await; // no cached plaintext
+
+    assert!(matches!(
+        fresh.stat_blob(&a.digest).await,
+        Err(StoreError::BlobUnknown)
+    ));
+    let (got, err) = read(&fresh, &a.digest, None).await;
+    assert!(matches!(err, Some(StoreError::Integrity)), "{err:?}");
+    assert!(got.is_empty());
+    fresh.delete_blob(&a.digest).await.expect("delete");
+    assert_eq!(
+        objects_under(&objects, "victims/").await,
+        vec!["victims/0".to_owned(), "victims/1".to_owned()],
+        "the named objects survive the delete"
+    );
 }

@@ -46,7 +46,7 @@ pub trait KeyringStore: Send + Sync {
     /// Reads the newest keyring and unwraps every registry key, putting it in use.
     fn reload_keyring(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Drops the registry keys: every keyed operation fails with `why` until a reload.
-    fn drop_registry_keys(&self, why: KmsError);
+    fn revoke_access(&self, why: KmsError);
     fn acquire_rotation_lease(
         &self,
         holder: &str,
@@ -77,8 +77,8 @@ impl KeyringStore for Store {
     async fn reload_keyring(&self) -> Result<u64, StoreError> {
         Store::reload_keyring(self).await
     }
-    fn drop_registry_keys(&self, why: KmsError) {
-        Store::seal(self, why)
+    fn revoke_access(&self, why: KmsError) {
+        Store::revoke_access(self, why)
     }
     async fn acquire_rotation_lease(
         &self,
@@ -228,7 +228,7 @@ impl<S: KeyringStore> Watcher<'_, S> {
                 if since.elapsed() >= self.settings.outage_grace {
                     tracing::error!(%key, %reason, "the key vault has been unreachable for longer than the outage grace: refusing content");
                     self.store
-                        .drop_registry_keys(KmsError::transient(&key, reason.clone()));
+                        .revoke_access(KmsError::transient(&key, reason.clone()));
                     status.set(KeyState::Unavailable { key, reason });
                 } else {
                     tracing::warn!(%key, %reason, "the key vault cannot be reached; serving within the outage grace");
@@ -247,14 +247,14 @@ impl<S: KeyringStore> Watcher<'_, S> {
                     other => other.to_string(),
                 };
                 tracing::error!(%key, %reason, "the encryption key was revoked: dropping the registry keys and refusing content");
-                self.store.drop_registry_keys(k);
+                self.store.revoke_access(k);
                 status.set(KeyState::Revoked { key, reason });
             }
             StoreError::Integrity => {
                 let reason = "the key vault unwraps the registry key to different bytes".to_owned();
                 tracing::error!(%key, %reason, "refusing content");
                 self.store
-                    .drop_registry_keys(KmsError::revoked(&key, reason.clone()));
+                    .revoke_access(KmsError::revoked(&key, reason.clone()));
                 status.set(KeyState::Revoked { key, reason });
             }
             other => {

@@ -167,8 +167,8 @@ impl KeyringStore for FlakyStore {
     async fn reload_keyring(&self) -> Result<u64, StoreError> {
         self.inner.reload_keyring().await
     }
-    fn drop_registry_keys(&self, why: KmsError) {
-        KeyringStore::drop_registry_keys(&self.inner, why)
+    fn revoke_access(&self, why: KmsError) {
+        KeyringStore::revoke_access(&self.inner, why)
     }
     async fn acquire_rotation_lease(
         &self,
@@ -208,9 +208,14 @@ fn settings(grace_secs: u64) -> WatchSettings {
 }
 
 async fn open(objects: Arc<dyn ObjectStore>, kek: Arc<ScriptedKek>) -> Store {
-    Store::open_with(objects, kek, &key_id(), StoreConfig::default())
-        .await
-        .expect("open the store")
+    Store::open_with(
+        storage::backend::Backend::from_object_store(objects),
+        kek,
+        &key_id(),
+        StoreConfig::default(),
+    )
+    .await
+    .expect("open the store")
 }
 
 /// A node on its own object store, with the outage grace given.

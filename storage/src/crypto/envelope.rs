@@ -181,6 +181,14 @@ impl Envelope {
         Ok(())
     }
 
+    /// The sealed length of each data part, in order (see
+    /// [`super::plan::sealed_part_lengths`]); `None` when the parts do not hold the
+    /// blob's segments.
+    pub fn sealed_part_lengths(&self) -> Option<Vec<u64>> {
+        let segments: Vec<u64> = self.parts.iter().map(|p| p.segments).collect();
+        super::plan::sealed_part_lengths(self.size, self.segment_size, &segments)
+    }
+
     /// The envelope as compact JSON (field order as declared).
     pub fn to_json(&self) -> Vec<u8> {
         match serde_json::to_vec(self) {

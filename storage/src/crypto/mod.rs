@@ -2,6 +2,7 @@
 //!
 //! - [`keys`]: 256-bit secrets in zeroizing types, HKDF derivations, key wrapping.
 //! - [`segment`]: AES-256-GCM segments, the streaming sealer and the streaming opener.
+//! - [`plan`]: plaintext ranges to sealed offsets and data parts (all tag arithmetic).
 //! - [`envelope`]: the per-blob envelope and the AAD that binds it.
 //! - [`hash`]: SHA-256/512 whose state can be saved and resumed across requests.
 //!
@@ -10,6 +11,7 @@
 pub mod envelope;
 pub mod hash;
 pub mod keys;
+pub mod plan;
 pub mod segment;
 
 /// Authentication failed. Deliberately without detail (STYLE habit 5).

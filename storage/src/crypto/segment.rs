@@ -252,73 +252,7 @@ impl Sealer {
     }
 }
 
-/// What to read of a blob: which sealed segments, and which plaintext bytes of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadPlan {
-    pub segment_size: u32,
-    /// Plaintext size of the whole blob.
-    pub blob_size: u64,
-    /// First segment whose ciphertext the input stream starts with.
-    pub first_segment: u64,
-    /// Plaintext bytes to drop from the start of the first segment.
-    pub skip: u64,
-    /// Plaintext bytes to yield in total.
-    pub take: u64,
-}
-
-impl ReadPlan {
-    /// The plan for plaintext bytes `start..end` (end exclusive, `start <= end <= blob_size`).
-    /// For an empty range on an empty blob the plan still covers segment 0, so that the
-    /// final empty segment is authenticated.
-    ///
-    /// Every plan covers at least one segment: an empty range `start..start` covers the
-    /// segment holding byte `start` (the last segment when `start == blob_size`), which is
-    /// opened and yields nothing. That keeps "a read authenticates before it answers"
-    /// true even for empty reads. Out-of-bounds arguments are clamped to the blob (the
-    /// caller answers 416 before it plans).
-    ///
-    /// # Panics
-    /// When `segment_size` is 0.
-    pub fn for_range(segment_size: u32, blob_size: u64, start: u64, end: u64) -> ReadPlan {
-        let end = end.min(blob_size);
-        let start = start.min(end);
-        let seg = u64::from(segment_size);
-        let last = segment_count(blob_size, segment_size) - 1;
-        let first_segment = (start / seg).min(last);
-        ReadPlan {
-            segment_size,
-            blob_size,
-            first_segment,
-            skip: start - first_segment * seg,
-            take: end - start,
-        }
-    }
-
-    /// Index one past the last segment the plan needs.
-    pub fn end_segment(&self) -> u64 {
-        let seg = u64::from(self.segment_size).max(1);
-        if self.take == 0 {
-            return self.first_segment + 1;
-        }
-        let last_byte = self.first_segment * seg + self.skip + self.take - 1;
-        last_byte / seg + 1
-    }
-
-    /// Byte range of the sealed stream (over the concatenation of all data parts)
-    /// that holds the plan's segments.
-    pub fn sealed_range(&self) -> std::ops::Range<u64> {
-        let stride = u64::from(self.segment_size) + TAG_LEN as u64;
-        let total = sealed_len(self.blob_size, self.segment_size.max(1));
-        let start = (self.first_segment * stride).min(total);
-        let end = (self.end_segment() * stride).min(total);
-        start..end
-    }
-
-    /// Number of segments the plan opens.
-    pub fn segments(&self) -> u64 {
-        self.end_segment() - self.first_segment
-    }
-}
+pub use super::plan::ReadPlan;
 
 /// State of [`decrypt_stream`] between yields.
 struct Opener {

@@ -4,15 +4,16 @@ use std::ops::Range;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt};
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::objects;
 use super::{BlobInfo, BlobRead, ByteStream, RangeSpec, Store};
 use crate::crypto::envelope::Envelope;
 use crate::crypto::keys::BlobKeys;
-use crate::crypto::segment::{decrypt_stream, segment_count, ReadPlan};
+use crate::crypto::plan::{sealed_segment_len, ReadPlan};
+use crate::crypto::segment::decrypt_stream;
 use crate::names::{Digest, RepositoryName};
-use crate::paths::ObjectPath;
+use crate::paths::{DataObject, ObjectPath};
 use crate::{Result, StoreError};
 
 /// Resolves a client's range against a blob of `size` bytes (RFC 9110 §14.1.2).
@@ -65,7 +66,7 @@ impl Store {
     /// an intact blob is an envelope that opens under the keyring and whose every data
     /// object is there, at least as long as the envelope says.
     ///
-    /// Fails (rather than calling a blob broken) when the store is sealed or the
+    /// Fails (rather than calling a blob broken) when access is revoked or the
     /// object store cannot answer: only what was positively seen damaged is `Broken`.
     pub(super) async fn examine(&self, digest: &Digest) -> Result<Stored> {
         let Some((bytes, parsed)) = self.load_envelope_raw(digest).await? else {
@@ -78,7 +79,7 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
-        let Some(keys) = self.open_envelope(&envelope)? else {
+        let Some(opened) = self.open_envelope(&envelope)? else {
             return Ok(Stored::Broken(bytes));
         };
         if !self.data_present(&envelope).await? {
@@ -86,32 +87,50 @@ impl Store {
         }
         Ok(Stored::Intact(Box::new(Intact {
             envelope,
-            keys,
+            opened,
             raw: bytes,
         })))
     }
 
-    /// The blob's keys if `envelope` authenticates under the keyring (its generation
-    /// is known and the wrapped DEK and key commitment open), `None` if it does not.
-    /// Fails only while the store is sealed.
-    fn open_envelope(&self, envelope: &Envelope) -> Result<Option<BlobKeys>> {
+    /// The blob's keys and data objects if `envelope` authenticates under the keyring
+    /// (its generation is known, the wrapped DEK and key commitment open) and names
+    /// only data objects of the form the store writes; `None` if not. Fails only while
+    /// access is revoked.
+    fn open_envelope(&self, envelope: &Envelope) -> Result<Option<Opened>> {
         let ring = self.keyring()?;
-        Ok(ring
+        let Some(keys) = ring
             .key(envelope.key_generation)
             .ok()
-            .and_then(|rk| envelope.open(&rk).ok()))
+            .and_then(|rk| envelope.open(&rk).ok())
+        else {
+            return Ok(None);
+        };
+        let data: Option<Vec<DataObject>> = envelope
+            .parts
+            .iter()
+            .map(|part| DataObject::parse(&part.object))
+            .collect();
+        Ok(data.map(|data| Opened {
+            keys,
+            data: AuthenticData(data),
+        }))
     }
 
     /// Whether every data object `envelope` names exists and holds at least the sealed
     /// bytes the envelope records for it (bytes past them are never read).
     pub(super) async fn data_present(&self, envelope: &Envelope) -> Result<bool> {
-        let lengths = sealed_part_lengths(envelope).ok_or(StoreError::Integrity)?;
-        let checks: Vec<(Path, u64)> = envelope
+        let lengths = envelope
+            .sealed_part_lengths()
+            .ok_or(StoreError::Integrity)?;
+        let Some(names) = envelope
             .parts
             .iter()
-            .map(|part| Path::from(part.object.as_str()))
-            .zip(lengths)
-            .collect();
+            .map(|part| DataObject::parse(&part.object))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Ok(false); // not data objects the store wrote
+        };
+        let checks: Vec<(Path, u64)> = names.iter().map(DataObject::to_path).zip(lengths).collect();
         let present = futures::future::try_join_all(
             checks
                 .into_iter()
@@ -152,7 +171,9 @@ impl Store {
     pub async fn read_blob(&self, digest: &Digest, range: Option<RangeSpec>) -> Result<BlobRead> {
         // Missing or short data objects are found here, before the caller sends any
         // header, rather than as a cut body.
-        let Intact { envelope, keys, .. } = match self.examine(digest).await? {
+        let Intact {
+            envelope, opened, ..
+        } = match self.examine(digest).await? {
             Stored::Intact(intact) => *intact,
             Stored::Absent => return Err(StoreError::BlobUnknown),
             Stored::Broken(_) => {
@@ -164,7 +185,7 @@ impl Store {
             Some(spec) => resolve_range(spec, envelope.size)?,
             None => 0..envelope.size,
         };
-        let body = self.read_opened(&envelope, keys, byte_range.clone())?;
+        let body = self.read_opened(&envelope, opened, byte_range.clone())?;
         Ok(BlobRead {
             info: BlobInfo {
                 digest: digest.clone(),
@@ -183,46 +204,36 @@ impl Store {
         envelope: &Envelope,
         range: Range<u64>,
     ) -> Result<ByteStream> {
-        let rk = self.keyring()?.key(envelope.key_generation)?;
-        let keys = envelope.open(&rk).map_err(|_| StoreError::Integrity)?;
-        self.read_opened(envelope, keys, range)
+        let opened = self.open_envelope(envelope)?.ok_or(StoreError::Integrity)?;
+        self.read_opened(envelope, opened, range)
     }
 
-    /// [`Store::read_envelope`] with the blob's keys already opened.
+    /// [`Store::read_envelope`] with the envelope already opened.
     fn read_opened(
         &self,
         envelope: &Envelope,
-        keys: BlobKeys,
+        opened: Opened,
         range: Range<u64>,
     ) -> Result<ByteStream> {
-        let seg = u64::from(envelope.segment_size);
+        let Opened { keys, data } = opened;
         let plan =
             ReadPlan::for_range(envelope.segment_size, envelope.size, range.start, range.end);
-        let wanted = plan.sealed_range();
+        let lengths = envelope
+            .sealed_part_lengths()
+            .ok_or(StoreError::Integrity)?;
+        let requests: Vec<(Path, Range<u64>)> = plan
+            .part_ranges(&lengths)
+            .into_iter()
+            .filter_map(|(index, range)| Some((data.0.get(index)?.to_path(), range)))
+            .collect();
 
-        // Lay the parts end to end in the sealed stream and cut the wanted range out of
-        // them.
-        let lengths = sealed_part_lengths(envelope).ok_or(StoreError::Integrity)?;
-        let mut requests: Vec<(Path, Range<u64>)> = Vec::new();
-        let mut part_start = 0u64;
-        for (part, len) in envelope.parts.iter().zip(lengths) {
-            let part_end = part_start + len;
-            let from = wanted.start.max(part_start);
-            let to = wanted.end.min(part_end);
-            if from < to {
-                requests.push((
-                    Path::from(part.object.as_str()),
-                    (from - part_start)..(to - part_start),
-                ));
-            }
-            part_start = part_end;
-        }
-
-        let objects = self.objects().clone();
-        // Whole sealed segments per read, so the opener decrypts in the read buffer.
-        let read_size = READ_SEGMENTS * (seg as usize + crate::crypto::TAG_LEN);
+        let backend = self.backend().clone();
+        let stride = sealed_segment_len(envelope.segment_size);
         let sealed = futures::stream::iter(requests)
-            .then(move |(path, range)| fetch(objects.clone(), path, range, read_size))
+            .then(move |(path, range)| {
+                let backend = backend.clone();
+                async move { backend.read(path, range, stride).await }
+            })
             .try_flatten()
             .boxed();
         let plaintext = decrypt_stream(
@@ -236,8 +247,8 @@ impl Store {
         } else {
             plaintext
         };
-        // After the prefetch: segments decrypted ahead are not yielded once sealed.
-        Ok(self.cut_on_seal(plaintext))
+        // After the prefetch: segments decrypted ahead are not yielded once access is revoked.
+        Ok(self.cut_on_revocation(plaintext))
     }
 
     /// Deletes the blob everywhere (envelope first, so it stops existing at once, then
@@ -251,15 +262,24 @@ impl Store {
             return Err(StoreError::BlobUnknown);
         };
         let authentic = match parsed {
-            Ok(envelope) => self.open_envelope(&envelope)?.map(|_| envelope),
+            Ok(envelope) => self.open_envelope(&envelope)?.map(|opened| opened.data),
             Err(StoreError::Corrupt { .. } | StoreError::Integrity) => None,
             Err(e) => return Err(e),
         };
         // A manifest is stored as a blob: its cached plaintext goes with it.
         self.manifest_cache().forget_content(digest);
         objects::delete(self.objects(), &ObjectPath::Envelope(digest).to_path()).await?;
-        for part in authentic.iter().flat_map(|e| &e.parts) {
-            objects::delete(self.objects(), &Path::from(part.object.as_str())).await?;
+        if let Some(data) = authentic {
+            self.delete_data(&data).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the data objects of an envelope that authenticated: the one way the
+    /// store deletes data objects by the names an envelope gives.
+    async fn delete_data(&self, data: &AuthenticData) -> Result<()> {
+        for object in &data.0 {
+            objects::delete(self.objects(), &object.to_path()).await?;
         }
         Ok(())
     }
@@ -360,6 +380,20 @@ async fn holds_at_least(
     }
 }
 
+/// The data objects of an envelope that authenticated under the keyring, in order.
+/// Only [`Store::open_envelope`] makes one (the field is private to this module), so
+/// the compiler sees to it that data objects are deleted only by names an authentic
+/// envelope gave: an envelope edited in the bucket could name another blob's data.
+#[derive(Debug)]
+pub(super) struct AuthenticData(Vec<DataObject>);
+
+/// An envelope that authenticated: the blob's keys and its data objects.
+#[derive(Debug)]
+pub(super) struct Opened {
+    keys: BlobKeys,
+    data: AuthenticData,
+}
+
 /// What a content address holds, as [`Store::examine`] sees it.
 #[derive(Debug)]
 pub(super) enum Stored {
@@ -377,36 +411,10 @@ pub(super) enum Stored {
 #[derive(Debug)]
 pub(super) struct Intact {
     pub(super) envelope: Envelope,
-    /// The blob's keys, opened once by the examination.
-    pub(super) keys: BlobKeys,
+    /// The blob's keys and data objects, opened once by the examination.
+    opened: Opened,
     /// The envelope's stored bytes.
     pub(super) raw: bytes::Bytes,
-}
-
-/// The sealed length of each data object of `envelope`, in order: every segment is
-/// full except the blob's very last. `None` when the parts do not add up to the blob's
-/// segment count (an envelope that would not open anyway).
-pub(super) fn sealed_part_lengths(envelope: &Envelope) -> Option<Vec<u64>> {
-    let seg = u64::from(envelope.segment_size);
-    let tag = crate::crypto::TAG_LEN as u64;
-    let total_segments = segment_count(envelope.size, envelope.segment_size);
-    let last_sealed = envelope
-        .size
-        .checked_sub(total_segments.checked_sub(1)?.checked_mul(seg)?)?
-        + tag;
-    let mut segments_before = 0u64;
-    let mut lengths = Vec::with_capacity(envelope.parts.len());
-    for part in &envelope.parts {
-        let full = part.segments.checked_mul(seg + tag)?;
-        segments_before = segments_before.checked_add(part.segments)?;
-        let len = if segments_before == total_segments && part.segments > 0 {
-            full - (seg + tag) + last_sealed
-        } else {
-            full
-        };
-        lengths.push(len);
-    }
-    (segments_before == total_segments).then_some(lengths)
 }
 
 /// Reads longer than this many segments are decrypted ahead on their own task.
@@ -460,180 +468,9 @@ fn prefetch(stream: ByteStream, depth: usize) -> ByteStream {
     .boxed()
 }
 
-/// Sealed segments per read of a local data file (4 × 64 KiB segments = 256 KiB).
-const READ_SEGMENTS: usize = 4;
-/// Reads of a local data file in flight ahead of the consumer, per stream.
-const READ_AHEAD: usize = 2;
-
-/// One ranged GET of a data object as a stream. A missing data object means the blob
-/// was tampered with (its envelope exists), so it is an integrity failure.
-///
-/// A local file is read here (`read_file`), `read_size` bytes at a time: object_store
-/// would stream it in 8 KiB reads, one blocking task each, which made a pull cost five
-/// times the CPU of the decryption.
-async fn fetch(
-    objects: std::sync::Arc<dyn ObjectStore>,
-    path: Path,
-    range: Range<u64>,
-    read_size: usize,
-) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes>>> {
-    let range_end = range.end;
-    let opts = GetOptions {
-        range: Some(GetRange::Bounded(range)),
-        ..Default::default()
-    };
-    let result = match objects.get_opts(&path, opts).await {
-        Ok(result) => result,
-        Err(e) => {
-            // A data object shorter than its envelope records (truncated behind valv's
-            // back) makes some backends refuse the range itself rather than return less.
-            if let Ok(meta) = objects.head(&path).await {
-                if meta.size < range_end {
-                    return Err(StoreError::Integrity);
-                }
-            }
-            return Err(map_read_error(e));
-        }
-    };
-    match result.payload {
-        GetResultPayload::File(file, _) => Ok(read_file(file, result.range, read_size)),
-        GetResultPayload::Stream(_) => Ok(result.into_stream().map_err(map_read_error).boxed()),
-    }
-}
-
-/// Streams `range` of `file` in reads of `read_size` bytes. A file shorter than the
-/// range (truncated behind the envelope's back) is an integrity failure.
-fn read_file(
-    file: std::fs::File,
-    range: Range<u64>,
-    read_size: usize,
-) -> futures::stream::BoxStream<'static, Result<bytes::Bytes>> {
-    let file = std::sync::Arc::new(file);
-    let step = read_size.max(1) as u64;
-    let reads = (range.start..range.end)
-        .step_by(step as usize)
-        .map(move |at| {
-            let len = (range.end - at).min(step) as usize;
-            let file = file.clone();
-            async move {
-                // Allocated here, on a runtime worker, not on the blocking thread: with glibc
-                // every thread that allocates gets an arena of its own, and 256 KiB buffers
-                // spread over a dozen blocking threads' arenas doubled the peak RSS.
-                let mut buf = bytes::BytesMut::zeroed(len);
-                // What the page cache holds is copied right here; only bytes that would
-                // wait for the disk go to a blocking thread. Handing every read to a
-                // thread cost a pull more CPU in context switches than the decryption.
-                let cached = read_cached(&file, &mut buf, at).map_err(file_error)?;
-                if cached == len {
-                    return Ok(buf.freeze());
-                }
-                tokio::task::spawn_blocking(move || {
-                    use std::os::unix::fs::FileExt as _;
-                    file.read_exact_at(&mut buf[cached..], at + cached as u64)
-                        .map_err(file_error)?;
-                    Ok(buf.freeze())
-                })
-                .await
-                .map_err(|e| StoreError::Backend(object_store::Error::JoinError { source: e }))?
-            }
-        });
-    futures::stream::iter(reads).buffered(READ_AHEAD).boxed()
-}
-
-/// Reads into `buf` from `at` only what the page cache already holds (`RWF_NOWAIT`),
-/// never waiting for the disk. Returns how many bytes were read; fewer than `buf.len()`
-/// when the rest is not cached (or the kernel cannot say), so a blocking read must
-/// finish the job. End of file before `buf` is full is an error.
-fn read_cached(file: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
-    use rustix::io::{preadv2, Errno, ReadWriteFlags};
-    let mut done = 0;
-    while done < buf.len() {
-        let mut slices = [std::io::IoSliceMut::new(&mut buf[done..])];
-        match preadv2(file, &mut slices, at + done as u64, ReadWriteFlags::NOWAIT) {
-            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => done += n,
-            Err(Errno::INTR) => {}
-            Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => break,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(done)
-}
-
-/// A local read failed: a file shorter than its envelope says was truncated behind
-/// valv's back (integrity); anything else is the backend's.
-fn file_error(e: std::io::Error) -> StoreError {
-    match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => StoreError::Integrity,
-        _ => StoreError::Backend(object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: Box::new(e),
-        }),
-    }
-}
-
-fn map_read_error(e: object_store::Error) -> StoreError {
-    match e {
-        object_store::Error::NotFound { .. } => StoreError::Integrity,
-        other => StoreError::Backend(other),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    async fn collect(
-        mut stream: futures::stream::BoxStream<'static, Result<bytes::Bytes>>,
-    ) -> (Vec<u8>, Option<StoreError>) {
-        let mut out = Vec::new();
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(chunk) => out.extend_from_slice(&chunk),
-                Err(e) => return (out, Some(e)),
-            }
-        }
-        (out, None)
-    }
-
-    /// The page-cache path (RWF_NOWAIT on the runtime) and the blocking path must read the
-    /// same bytes, and a file shorter than the range must end in `Integrity`.
-    #[tokio::test]
-    async fn local_reads_agree_cached_and_from_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("data");
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
-        let len = data.len() as u64;
-        let open = || std::fs::File::open(&path).unwrap();
-        const READ: usize = 4 * 65552;
-
-        let whole = |(bytes, err): (Vec<u8>, Option<StoreError>)| {
-            assert!(err.is_none(), "{err:?}");
-            assert!(bytes == data, "bytes differ");
-        };
-        whole(collect(read_file(open(), 0..len, READ)).await);
-        let (part, err) = collect(read_file(open(), 100..2_000_000, READ)).await;
-        assert!(err.is_none(), "{err:?}");
-        assert_eq!(part, data[100..2_000_000]);
-
-        // Drop the file's pages from the page cache: reads must now go (at least partly)
-        // to a blocking thread, and still return the same bytes.
-        let file = open();
-        file.sync_all().unwrap();
-        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-        let mut buf = vec![0u8; READ];
-        let cached = read_cached(&file, &mut buf, 1_000_000).unwrap();
-        assert!(
-            cached < READ,
-            "the evicted file still read from the page cache (a filesystem without eviction?)"
-        );
-        whole(collect(read_file(open(), 0..len, READ)).await);
-
-        let (got, err) = collect(read_file(open(), 0..len + 10, READ)).await;
-        assert!(matches!(err, Some(StoreError::Integrity)), "{err:?}");
-        assert!(got.len() as u64 <= len && got == data[..got.len()]);
-    }
 
     #[test]
     fn ranges_resolve_like_rfc9110() {

@@ -3,8 +3,8 @@
 //!
 //! - **Content**: decrypted, digest-verified manifest bytes by digest. Content is
 //!   immutable, so an entry is never stale; it goes when its envelope is deleted on this
-//!   node, and all of it when the store is sealed (revocation) — a sealed store serves
-//!   nothing from here, because every read checks the keyring first.
+//!   node, and all of it when access is revoked — a revoked store serves nothing
+//!   from here, because every read checks the keyring first.
 //! - **References**: `<repository>@<tag or digest>` → the digest and its manifest link,
 //!   for `ttl`. Every manifest or tag change made through this node clears them, so a
 //!   single node always reads its own writes; another node's change to a tag or
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::Clock;
 use crate::names::Digest;
 
 /// Most reference entries held; past it the map is cleared (a registry with more hot
@@ -27,6 +28,8 @@ const MAX_REFERENCES: usize = 16_384;
 #[derive(Debug)]
 pub(super) struct ManifestCache<L> {
     ttl: Duration,
+    /// What reference entries age by (a manual clock in tests).
+    clock: Clock,
     max_content_bytes: usize,
     state: Mutex<State<L>>,
 }
@@ -41,9 +44,10 @@ struct State<L> {
 }
 
 impl<L: Clone> ManifestCache<L> {
-    pub(super) fn new(ttl: Duration, max_content_bytes: usize) -> Self {
+    pub(super) fn new(ttl: Duration, max_content_bytes: usize, clock: Clock) -> Self {
         ManifestCache {
             ttl,
+            clock,
             max_content_bytes,
             state: Mutex::new(State {
                 references: HashMap::new(),
@@ -67,7 +71,8 @@ impl<L: Clone> ManifestCache<L> {
         }
         let state = self.state();
         let (digest, link, at) = state.references.get(key)?;
-        (at.elapsed() < self.ttl).then(|| (digest.clone(), link.clone()))
+        let age = self.clock.now().saturating_duration_since(*at);
+        (age < self.ttl).then(|| (digest.clone(), link.clone()))
     }
 
     pub(super) fn put_reference(&self, key: String, digest: &Digest, link: &L) {
@@ -80,7 +85,7 @@ impl<L: Clone> ManifestCache<L> {
         }
         state
             .references
-            .insert(key, (digest.clone(), link.clone(), Instant::now()));
+            .insert(key, (digest.clone(), link.clone(), self.clock.now()));
     }
 
     /// After any change to manifests or tags made through this node.
@@ -119,7 +124,7 @@ impl<L: Clone> ManifestCache<L> {
         }
     }
 
-    /// Drops everything (the store was sealed: no plaintext stays in memory).
+    /// Drops everything (access was revoked: no plaintext stays in memory).
     pub(super) fn clear(&self) {
         let mut state = self.state();
         state.references.clear();
@@ -139,7 +144,9 @@ mod tests {
 
     #[test]
     fn references_expire_and_are_forgotten() {
-        let cache = ManifestCache::<u32>::new(Duration::from_millis(200), 1024);
+        let clock = Clock::manual();
+        let ttl = Duration::from_millis(200);
+        let cache = ManifestCache::<u32>::new(ttl, 1024, clock.clone());
         cache.put_reference("r@latest".into(), &digest(1), &7);
         assert_eq!(cache.reference("r@latest"), Some((digest(1), 7)));
         assert_eq!(cache.reference("r@other"), None);
@@ -148,23 +155,30 @@ mod tests {
         assert_eq!(cache.reference("r@latest"), None);
 
         cache.put_reference("r@latest".into(), &digest(1), &7);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while cache.reference("r@latest").is_some() {
-            assert!(Instant::now() < deadline, "entry never expired");
-            std::thread::yield_now();
-        }
+        clock.advance(ttl - Duration::from_nanos(1));
+        assert_eq!(
+            cache.reference("r@latest"),
+            Some((digest(1), 7)),
+            "still fresh"
+        );
+        clock.advance(Duration::from_nanos(1));
+        assert_eq!(
+            cache.reference("r@latest"),
+            None,
+            "expired at exactly the TTL"
+        );
     }
 
     #[test]
     fn zero_ttl_caches_no_references() {
-        let cache = ManifestCache::<u32>::new(Duration::ZERO, 1024);
+        let cache = ManifestCache::<u32>::new(Duration::ZERO, 1024, Clock::system());
         cache.put_reference("r@latest".into(), &digest(1), &7);
         assert_eq!(cache.reference("r@latest"), None);
     }
 
     #[test]
     fn content_stays_within_its_budget() {
-        let cache = ManifestCache::<u32>::new(Duration::from_secs(1), 1600);
+        let cache = ManifestCache::<u32>::new(Duration::from_secs(1), 1600, Clock::system());
         for n in 0..40u8 {
             cache.put_content(&digest(n), &Bytes::from(vec![n; 100]));
             let state = cache.state();

@@ -1,7 +1,7 @@
 //! The registry keys' lifecycle in a running store (DESIGN §7): probing the KEK,
-//! sealing and reloading the keyring, and rewrapping the registry keys under a new KEK
-//! version (rotation). Rotation rewraps the few registry keys only; no blob envelope
-//! or data object is touched.
+//! revoking access (dropping the keys) and reloading the keyring, and rewrapping the
+//! registry keys under a new KEK version (rotation). Rotation rewraps the few registry
+//! keys only; no blob envelope or data object is touched.
 
 use std::sync::Arc;
 
@@ -44,8 +44,8 @@ impl Store {
     /// memory: the liveness probe. One vault call.
     ///
     /// Fails with `Key(Revoked)` when the KEK refuses, `Key(Transient)` when it cannot
-    /// be reached, `Integrity` when it unwraps to something else, and with the seal's
-    /// error while the store is sealed.
+    /// be reached, `Integrity` when it unwraps to something else, and with the
+    /// revocation's error while access is revoked.
     pub async fn probe(&self) -> Result<()> {
         let ring = self.keyring()?;
         let g = ring.active_generation().ok_or(StoreError::Integrity)?;
@@ -66,7 +66,7 @@ impl Store {
     }
 
     /// The newest keyring document in the object store, read without unwrapping
-    /// anything: what the admin API reports, also while the store is sealed. `None`
+    /// anything: what the admin API reports, also while access is revoked. `None`
     /// before the first keyring was written.
     pub async fn keyring_doc(&self) -> Result<Option<(u64, keyring::KeyringDoc)>> {
         keyring::read_latest(self.objects()).await
@@ -97,16 +97,15 @@ impl Store {
     /// wrapped is never recorded.
     ///
     /// Fails with `Key(Misconfigured)` when `to` is not an RSA key, `Key(..)` when the
-    /// KEK refuses, and with the seal's error while sealed. Nothing changes on failure.
+    /// KEK refuses, and with the revocation's error while access is revoked. Nothing
+    /// changes on failure.
     pub async fn rotate(&self, to: &VersionedKeyId, key_id: &KeyId) -> Result<RotateOutcome> {
         let ring = self.keyring()?;
         let from = ring
             .active_generation()
             .map(|g| g.kek.clone())
             .unwrap_or_default();
-        if ring.doc.generations.iter().all(|g| g.kek == to.to_string())
-            && ring.doc.key_id == key_id.to_string()
-        {
+        if ring.all_wrapped_by(to) && ring.key_id() == key_id {
             return Ok(RotateOutcome::AlreadyCurrent);
         }
         let description = self.kek().describe(to).await?;
@@ -137,7 +136,7 @@ impl Store {
         let sequence = ring.sequence + 1;
         match keyring::write_version(self.objects(), sequence, &doc).await {
             Ok(()) => {
-                let loaded: LoadedKeyring = ring.with_doc(doc, sequence);
+                let loaded: LoadedKeyring = ring.with_doc(doc, sequence)?;
                 self.set_slot(KeySlot::Loaded(Arc::new(loaded)));
                 tracing::info!(%from, to = %to, sequence, "rewrapped the registry keys under a new KEK version");
                 Ok(RotateOutcome::Rotated {

@@ -194,7 +194,7 @@ impl Store {
         reference: &Reference,
     ) -> Result<Manifest> {
         let (digest, link) = self.resolve_cached(repo, reference).await?;
-        // Nothing is served from memory while the store is sealed.
+        // Nothing is served from memory while access is revoked.
         self.keyring()?;
         if let Some(bytes) = self.manifest_cache().content(&digest) {
             if bytes.len() as u64 == link.size {

@@ -16,6 +16,8 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use kms_client::{Kek, KeyId, KmsError};
 use object_store::ObjectStore;
+
+use crate::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::SEGMENT_SIZE;
@@ -25,12 +27,14 @@ use crate::Result;
 
 mod blobs;
 mod cache;
+mod clock;
 mod keys;
 mod manifests;
 mod objects;
 mod sweep;
 mod uploads;
 
+pub use clock::Clock;
 pub use keys::{RotateOutcome, RotationLease};
 pub use sweep::SweepReport;
 
@@ -46,31 +50,28 @@ pub type BodyStream<'a> = BoxStream<'a, std::result::Result<Bytes, std::io::Erro
 pub struct StoreConfig {
     /// Plaintext bytes per segment for new blobs.
     pub segment_size: u32,
-    /// Size of each part of a multipart data-object write (S3 needs ≥ 5 MiB).
-    pub part_size: usize,
     /// Parts in flight per data-object write. Memory per upload is about
-    /// `part_size × (max_parts_in_flight + 1)`.
+    /// `part size × (max_parts_in_flight + 1)`; the part size is the backend's
+    /// ([`crate::backend::Backend::part_size`]).
     pub max_parts_in_flight: usize,
     /// How long a manifest GET may reuse a tag or digest resolution read before (a
     /// change made through another node is seen within it; 0 = always read).
     pub reference_cache_ttl: std::time::Duration,
     /// Memory for decrypted manifests kept by digest (dropped on revocation).
     pub manifest_cache_bytes: usize,
-    /// The directory of a local-filesystem object store, so [`Store::sweep`] can remove
-    /// the staging files of writes a crash cut short (`object_store` does not list
-    /// them). `None` for other backends.
-    pub local_root: Option<std::path::PathBuf>,
+    /// What in-memory expiry (the reference cache) reads the time from: the system's,
+    /// or a manual clock a test advances.
+    pub clock: Clock,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             segment_size: SEGMENT_SIZE,
-            part_size: 5 * 1024 * 1024,
             max_parts_in_flight: 2,
             reference_cache_ttl: std::time::Duration::from_secs(1),
             manifest_cache_bytes: 4 * 1024 * 1024,
-            local_root: None,
+            clock: Clock::system(),
         }
     }
 }
@@ -192,16 +193,16 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Inner {
-    objects: Arc<dyn ObjectStore>,
+    backend: Backend,
     kek: Arc<dyn Kek>,
     config: StoreConfig,
     metrics: StoreMetrics,
-    /// Replaced wholesale when the keyring changes or is sealed; never held across an
+    /// Replaced wholesale when the keyring changes or access is revoked; never held across an
     /// await.
     keyring: RwLock<KeySlot>,
-    /// Bumped by every [`Store::seal`]: a read stream that sees it change stops before
+    /// Bumped by every [`Store::revoke_access`]: a read stream that sees it change stops before
     /// its next segment.
-    seal_epoch: Arc<AtomicU64>,
+    revocation_epoch: Arc<AtomicU64>,
     manifest_cache: cache::ManifestCache<manifests::ManifestLink>,
 }
 
@@ -211,7 +212,7 @@ enum KeySlot {
     Loaded(Arc<LoadedKeyring>),
     /// The keys were dropped (zeroized) because the KEK refused: every operation that
     /// needs a key fails with this error until the keyring is loaded again.
-    Sealed(KmsError),
+    Revoked(KmsError),
 }
 
 impl Store {
@@ -220,33 +221,32 @@ impl Store {
     ///
     /// Fails with `Key(Revoked)` when the KEK version is unusable, `Key(Misconfigured)`
     /// for a non-RSA key, `Integrity` when the KEK cannot unwrap the registry keys.
-    pub async fn open(
-        objects: Arc<dyn ObjectStore>,
-        kek: Arc<dyn Kek>,
-        key_id: &KeyId,
-    ) -> Result<Store> {
-        Self::open_with(objects, kek, key_id, StoreConfig::default()).await
+    pub async fn open(backend: Backend, kek: Arc<dyn Kek>, key_id: &KeyId) -> Result<Store> {
+        Self::open_with(backend, kek, key_id, StoreConfig::default()).await
     }
 
     /// [`Store::open`] with explicit tunables.
     pub async fn open_with(
-        objects: Arc<dyn ObjectStore>,
+        backend: Backend,
         kek: Arc<dyn Kek>,
         key_id: &KeyId,
         config: StoreConfig,
     ) -> Result<Store> {
-        let keyring = crate::keyring::load_or_create(&objects, &kek, key_id).await?;
-        let manifest_cache =
-            cache::ManifestCache::new(config.reference_cache_ttl, config.manifest_cache_bytes);
+        let keyring = crate::keyring::load_or_create(backend.objects(), &kek, key_id).await?;
+        let manifest_cache = cache::ManifestCache::new(
+            config.reference_cache_ttl,
+            config.manifest_cache_bytes,
+            config.clock.clone(),
+        );
         Ok(Store {
             inner: Arc::new(Inner {
                 manifest_cache,
-                objects,
+                backend,
                 kek,
                 config,
                 metrics: StoreMetrics::default(),
                 keyring: RwLock::new(KeySlot::Loaded(Arc::new(keyring))),
-                seal_epoch: Arc::new(AtomicU64::new(0)),
+                revocation_epoch: Arc::new(AtomicU64::new(0)),
             }),
         })
     }
@@ -257,28 +257,31 @@ impl Store {
 
     /// The keyring currently in use.
     ///
-    /// Fails with `Key(..)` (the reason it was sealed) while the store is sealed.
+    /// Fails with `Key(..)` (the reason access was revoked) while it is revoked.
     pub fn keyring(&self) -> Result<Arc<LoadedKeyring>> {
         match self.slot() {
             KeySlot::Loaded(k) => Ok(k),
-            KeySlot::Sealed(why) => Err(why.into()),
+            KeySlot::Revoked(why) => Err(why.into()),
         }
     }
 
-    /// Why the store is sealed, if it is.
-    pub fn sealed(&self) -> Option<KmsError> {
+    /// Why access to the content is revoked, if it is.
+    pub fn access_revoked(&self) -> Option<KmsError> {
         match self.slot() {
             KeySlot::Loaded(_) => None,
-            KeySlot::Sealed(why) => Some(why),
+            KeySlot::Revoked(why) => Some(why),
         }
     }
 
     /// Drops the registry keys (they zeroize when the last reference goes) and refuses
     /// every keyed operation with `why` from now on. Reads in flight stop before their
     /// next segment. [`Store::reload_keyring`] undoes it when the KEK works again.
-    pub fn seal(&self, why: KmsError) {
-        self.inner.seal_epoch.fetch_add(1, Ordering::SeqCst);
-        self.set_slot(KeySlot::Sealed(why));
+    ///
+    /// Named for what it does to callers, not for encryption: "seal" in this crate
+    /// means AES-GCM sealing (`Sealer`, `Envelope::seal`).
+    pub fn revoke_access(&self, why: KmsError) {
+        self.inner.revocation_epoch.fetch_add(1, Ordering::SeqCst);
+        self.set_slot(KeySlot::Revoked(why));
         self.inner.manifest_cache.clear();
     }
 
@@ -286,11 +289,11 @@ impl Store {
         &self.inner.manifest_cache
     }
 
-    /// Ends `stream` with the seal's error as soon as the store is sealed: no segment
+    /// Ends `stream` with the revocation's error as soon as access is revoked: no segment
     /// is yielded after a revocation, whatever was in flight.
-    fn cut_on_seal(&self, stream: ByteStream) -> ByteStream {
+    fn cut_on_revocation(&self, stream: ByteStream) -> ByteStream {
         use futures::StreamExt;
-        let epoch = self.inner.seal_epoch.clone();
+        let epoch = self.inner.revocation_epoch.clone();
         let opened_at = epoch.load(Ordering::SeqCst);
         let store = self.clone();
         futures::stream::unfold(Some(stream), move |state| {
@@ -300,8 +303,8 @@ impl Store {
                 let mut stream = state?;
                 let item = stream.next().await?;
                 if epoch.load(Ordering::SeqCst) != opened_at {
-                    let why = store.sealed().unwrap_or_else(|| {
-                        KmsError::revoked("registry key", "the keyring was sealed during the read")
+                    let why = store.access_revoked().unwrap_or_else(|| {
+                        KmsError::revoked("registry key", "access was revoked during the read")
                     });
                     return Some((Err(why.into()), None));
                 }
@@ -332,6 +335,10 @@ impl Store {
     }
 
     fn objects(&self) -> &Arc<dyn ObjectStore> {
-        &self.inner.objects
+        self.inner.backend.objects()
+    }
+
+    fn backend(&self) -> &Backend {
+        &self.inner.backend
     }
 }

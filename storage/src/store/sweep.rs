@@ -29,7 +29,7 @@ use super::uploads::session_fate;
 use super::{objects, Store};
 use crate::crypto::envelope::Envelope;
 use crate::paths::{sequence_of, ObjectPath};
-use crate::{Result, StoreError};
+use crate::Result;
 
 /// What one sweep found and removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -84,6 +84,10 @@ impl Store {
                 continue;
             };
             // A damaged envelope names nothing usable; its data (if any) is garbage.
+            // These envelopes are not authenticated (that needs the keys, and the sweep
+            // must judge every envelope, whatever generation it is under): their names
+            // are only ever *kept*, never deleted, so a forged envelope can at worst
+            // keep garbage alive. Names of any form are kept, valid data objects or not.
             if let Ok(envelope) = Envelope::from_json(&bytes) {
                 named.extend(envelope.parts.into_iter().map(|p| p.object));
             }
@@ -104,16 +108,13 @@ impl Store {
             report.bytes_removed += meta.size;
         }
 
-        // 4. Local staging files.
-        if let Some(root) = self.inner.config.local_root.clone() {
-            let cutoff = std::time::SystemTime::from(cutoff);
-            let (files, bytes) = tokio::task::spawn_blocking(move || remove_staging(&root, cutoff))
-                .await
-                .map_err(|e| StoreError::Internal(format!("sweep of staging files: {e}")))?
-                .map_err(|e| StoreError::Internal(format!("sweep of staging files: {e}")))?;
-            report.staging_files_removed = files;
-            report.bytes_removed += bytes;
-        }
+        // 4. What only the backend sees (the local filesystem's staging files).
+        let staging = self
+            .backend()
+            .remove_staging(std::time::SystemTime::from(cutoff))
+            .await?;
+        report.staging_files_removed = staging.files;
+        report.bytes_removed += staging.bytes;
         if report.data_objects_removed + report.sessions_removed + report.staging_files_removed > 0
         {
             tracing::info!(?report, "sweep removed what interrupted writes left behind");
@@ -182,77 +183,4 @@ fn parent(path: &Path) -> Option<String> {
     path.as_ref()
         .rsplit_once('/')
         .map(|(dir, _)| dir.to_owned())
-}
-
-/// Whether a file name is an `object_store` local staging file: `<name>#<digits>`.
-fn is_staging(name: &str) -> bool {
-    name.rsplit_once('#')
-        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// Removes staging files under `root` last modified before `cutoff`. Returns how many
-/// and their bytes.
-fn remove_staging(
-    root: &std::path::Path,
-    cutoff: std::time::SystemTime,
-) -> std::io::Result<(u64, u64)> {
-    let mut files = 0;
-    let mut bytes = 0;
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let Some(entries) = unless_gone(std::fs::read_dir(&dir))? else {
-            continue;
-        };
-        for entry in entries {
-            // A file or directory can go while this walks (a write renaming its
-            // staging file into place, another sweep): gone is not an error.
-            let Some(entry) = unless_gone(entry)? else {
-                continue;
-            };
-            let Some(kind) = unless_gone(entry.file_type())? else {
-                continue;
-            };
-            if kind.is_dir() {
-                dirs.push(entry.path());
-                continue;
-            }
-            if !kind.is_file() || !entry.file_name().to_str().is_some_and(is_staging) {
-                continue;
-            }
-            let Some(meta) = unless_gone(entry.metadata())? else {
-                continue;
-            };
-            if meta.modified()? >= cutoff {
-                continue;
-            }
-            if unless_gone(std::fs::remove_file(entry.path()))?.is_some() {
-                files += 1;
-                bytes += meta.len();
-            }
-        }
-    }
-    Ok((files, bytes))
-}
-
-/// `Ok(None)` for a file that is no longer there.
-fn unless_gone<T>(result: std::io::Result<T>) -> std::io::Result<Option<T>> {
-    match result {
-        Ok(value) => Ok(Some(value)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn staging_names_are_recognised() {
-        assert!(is_staging("000001-abcd#1"));
-        assert!(is_staging("envelope#12"));
-        assert!(!is_staging("envelope"));
-        assert!(!is_staging("a#b"));
-        assert!(!is_staging("a#"));
-    }
 }

@@ -49,7 +49,7 @@ use super::{BlobInfo, BodyStream, Store, UploadStatus};
 use crate::crypto::envelope::{DataPart, Envelope};
 use crate::crypto::hash::ResumableHash;
 use crate::crypto::keys::{b64, BlobKeys, Key32, SealedBox, WrappedKey};
-use crate::crypto::segment::Sealer;
+use crate::crypto::segment::{sealed_len, Sealer};
 use crate::names::{Algorithm, Digest, RepositoryName, UploadId};
 use crate::paths::{sequence_of, ObjectPath};
 use crate::{Result, StoreError};
@@ -423,7 +423,7 @@ impl Store {
                     let upload = self.objects().put_multipart(&part_path).await?;
                     writer = Some(WriteMultipart::new_with_chunk_size(
                         upload,
-                        self.inner.config.part_size,
+                        self.backend().part_size(),
                     ));
                 }
                 if let Some(w) = writer.as_mut() {
@@ -789,7 +789,9 @@ impl Store {
     /// own commit) does not name: left by appends or duplicate commits that lost their
     /// state put, or were killed before deleting what they wrote. Safe because the
     /// directory belongs to this session alone and the session has ended: no later
-    /// version can name them (module docs).
+    /// version can name them (module docs). The names deleted come from listing the
+    /// session's own directory; `envelope` (which may be another node's commit of the
+    /// same session, judged intact) only decides what to keep.
     async fn remove_unnamed_parts(&self, blob: &str, envelope: &Envelope) -> Result<()> {
         for path in objects::list(self.objects(), &ObjectPath::DataDir { blob }.to_path()).await? {
             if !envelope.parts.iter().any(|p| p.object == path.as_ref()) {
@@ -962,7 +964,8 @@ impl Store {
         sealer.push(bytes, &mut segments);
         segments.push(sealer.finish());
         let count = segments.len() as u64;
-        let mut sealed = Vec::with_capacity(bytes.len() + crate::crypto::TAG_LEN * segments.len());
+        let capacity = sealed_len(bytes.len() as u64, keys.segment_size);
+        let mut sealed = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
         for s in segments {
             sealed.extend_from_slice(&s);
         }

@@ -12,6 +12,7 @@ use kms_client::{Kek, KeyId, VersionedKeyId};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
+use storage::backend::{Backend as StorageBackend, StorageUrl};
 use storage::{BodyStream, ByteStream, Digest, Store, StoreConfig, StoreError};
 use tempfile::TempDir;
 
@@ -52,18 +53,54 @@ impl Backend {
     }
 }
 
-pub async fn open(objects: &Arc<dyn ObjectStore>, key: &KeyFixture) -> Store {
-    Store::open(objects.clone(), key.kek.clone(), &key.key_id)
+/// A backend as `storage::backend::open` builds it from a URL, over a temporary
+/// directory for `file://` (the directory goes with the guard).
+pub fn url_backend(url: &str) -> (Option<TempDir>, StorageBackend) {
+    if url == "file://" {
+        let dir = TempDir::new().expect("tempdir");
+        let url = StorageUrl::File(dir.path().to_owned());
+        (
+            Some(dir),
+            storage::backend::open(&url).expect("open backend"),
+        )
+    } else {
+        let url: StorageUrl = url.parse().expect("storage url");
+        (None, storage::backend::open(&url).expect("open backend"))
+    }
+}
+
+/// What a test opens stores over and inspects: a bare object store (opened with
+/// `Backend::from_object_store`, read with ranged GETs) or a backend opened from a URL.
+pub trait Objects {
+    fn backend(&self) -> StorageBackend;
+    fn objects(&self) -> Arc<dyn ObjectStore> {
+        self.backend().objects().clone()
+    }
+}
+
+impl Objects for Arc<dyn ObjectStore> {
+    fn backend(&self) -> StorageBackend {
+        StorageBackend::from_object_store(self.clone())
+    }
+    fn objects(&self) -> Arc<dyn ObjectStore> {
+        self.clone()
+    }
+}
+
+impl Objects for StorageBackend {
+    fn backend(&self) -> StorageBackend {
+        self.clone()
+    }
+}
+
+pub async fn open(objects: &impl Objects, key: &KeyFixture) -> Store {
+    Store::open(objects.backend(), key.kek.clone(), &key.key_id)
         .await
         .expect("open store")
 }
 
-pub async fn open_with(
-    objects: &Arc<dyn ObjectStore>,
-    key: &KeyFixture,
-    config: StoreConfig,
-) -> Store {
-    Store::open_with(objects.clone(), key.kek.clone(), &key.key_id, config)
+pub async fn open_with(objects: &impl Objects, key: &KeyFixture, config: StoreConfig) -> Store {
+    Store::open_with(objects.backend(), key.kek.clone(), &key.key_id, config)
         .await
         .expect("open store")
 }
@@ -111,8 +148,9 @@ pub async fn read_all(store: &Store, digest: &Digest) -> Vec<u8> {
 }
 
 /// Every object path in the store, sorted.
-pub async fn all_objects(objects: &Arc<dyn ObjectStore>) -> Vec<String> {
+pub async fn all_objects(objects: &impl Objects) -> Vec<String> {
     let mut v: Vec<String> = objects
+        .objects()
         .list(None)
         .map_ok(|m| m.location.to_string())
         .try_collect()
@@ -122,7 +160,7 @@ pub async fn all_objects(objects: &Arc<dyn ObjectStore>) -> Vec<String> {
     v
 }
 
-pub async fn objects_under(objects: &Arc<dyn ObjectStore>, prefix: &str) -> Vec<String> {
+pub async fn objects_under(objects: &impl Objects, prefix: &str) -> Vec<String> {
     all_objects(objects)
         .await
         .into_iter()
@@ -133,7 +171,7 @@ pub async fn objects_under(objects: &Arc<dyn ObjectStore>, prefix: &str) -> Vec<
 /// Upload sessions still open (or cancelled but not yet removed): every `uploads/<id>`
 /// whose newest state is not a commit record. A committed session's record stays until
 /// the sweep (the tombstone of `store/uploads.rs`), so it does not count.
-pub async fn open_sessions(objects: &Arc<dyn ObjectStore>) -> Vec<String> {
+pub async fn open_sessions(objects: &impl Objects) -> Vec<String> {
     use object_store::ObjectStoreExt as _;
     let mut newest: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
     for path in objects_under(objects, "uploads/").await {
@@ -147,6 +185,7 @@ pub async fn open_sessions(objects: &Arc<dyn ObjectStore>) -> Vec<String> {
     let mut open = Vec::new();
     for (dir, path) in newest {
         let bytes = objects
+            .objects()
             .get(&object_store::path::Path::from(path.as_str()))
             .await
             .expect("get session state")
