@@ -588,17 +588,25 @@ fn format_md_quotes_the_committed_vectors() {
     }
 }
 
-/// Rewrites `tests/vectors/format-v1.json` when `VALV_REGENERATE_VECTORS=1`; otherwise
-/// does nothing (CI runs ignored tests too).
+/// With `VALV_REGENERATE_VECTORS=1`, rewrites `tests/vectors/format-v1.json` from the
+/// derivation (after a deliberate format change; review the file's diff before
+/// committing it). Without it (CI runs ignored tests too) it checks, as
+/// `committed_file_matches_derivation` does, that the file needs no rewrite.
 #[test]
 #[ignore = "writes the vectors file; run with VALV_REGENERATE_VECTORS=1"]
 fn regenerate_vectors() {
+    let rendered = render(&build_vectors());
+    let path = vectors_path();
     if std::env::var("VALV_REGENERATE_VECTORS").as_deref() != Ok("1") {
-        eprintln!("VALV_REGENERATE_VECTORS is not 1: leaving the vectors file alone");
+        let (text, _) = committed();
+        assert!(
+            text == rendered,
+            "{} is not what the derivation gives: regenerate it (see the header of this file)",
+            path.display()
+        );
         return;
     }
-    let path = vectors_path();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, render(&build_vectors())).unwrap();
+    std::fs::write(&path, rendered).unwrap();
     eprintln!("wrote {}", path.display());
 }
