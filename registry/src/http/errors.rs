@@ -460,6 +460,18 @@ mod tests {
                 503,
             ),
             (
+                StoreError::Key(KmsError::misconfigured("file:///k/a", "no such key")),
+                "UNAVAILABLE",
+                503,
+            ),
+            (
+                StoreError::Key(KmsError::InvalidCiphertext {
+                    key: "file:///k/a".into(),
+                }),
+                "UNKNOWN",
+                500,
+            ),
+            (
                 StoreError::Backend(object_store::Error::Generic {
                     store: "test",
                     source: "down".into(),
@@ -491,6 +503,17 @@ mod tests {
         assert!(a.message.contains("file:///keys/k"));
         let a = store_error(StoreError::Integrity);
         assert!(!a.message.contains("integrity"));
+        // A misconfigured key is named (the operator must act); a wrapped key that
+        // did not unwrap says nothing of the key material.
+        let a = store_error(StoreError::Key(KmsError::misconfigured(
+            "file:///keys/k",
+            "no such key",
+        )));
+        assert!(a.message.contains("file:///keys/k"));
+        let a = store_error(StoreError::Key(KmsError::InvalidCiphertext {
+            key: "file:///keys/k".into(),
+        }));
+        assert!(!a.message.contains("file:///keys/k"));
     }
 
     #[test]
