@@ -539,9 +539,13 @@ async fn pulls_under_three_rotations_never_fail() {
     let blobs = std::sync::Arc::new(blobs);
     let base = valv.base.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Pulls that came back whole, counted as they happen: each rotation must be
+    // followed by pulls that see the new keyring.
+    let pulled = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut pullers = Vec::new();
     for p in 0..4usize {
         let (blobs, base, stop, http) = (blobs.clone(), base.clone(), stop.clone(), http.clone());
+        let pulled = pulled.clone();
         pullers.push(tokio::spawn(async move {
             let (mut ok, mut failed) = (0u64, Vec::new());
             let mut i = p;
@@ -554,7 +558,10 @@ async fn pulls_under_three_rotations_never_fail() {
                     .await
                 {
                     Ok(r) if r.status() == StatusCode::OK => match r.bytes().await {
-                        Ok(b) if b.as_ref() == body.as_slice() => ok += 1,
+                        Ok(b) if b.as_ref() == body.as_slice() => {
+                            ok += 1;
+                            pulled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         Ok(b) => failed.push(format!("{digest}: {} bytes, corrupted", b.len())),
                         Err(e) => failed.push(format!("{digest}: body: {e}")),
                     },
@@ -566,11 +573,23 @@ async fn pulls_under_three_rotations_never_fail() {
         }));
     }
     let store = data.path().join("store");
-    let started = Instant::now();
-    for round in 1..=3u32 {
-        // Spread the rotations over the minute (pacing the scenario, not waiting for it).
-        tokio::time::sleep_until((started + Duration::from_secs(u64::from(round) * 15)).into())
+    let count = || pulled.load(std::sync::atomic::Ordering::Relaxed);
+    // Enough whole pulls (of 1-1.5 MB blobs, four at a time) to span the moment a
+    // rotation lands and some time after it.
+    const PULLS_PER_STAGE: u64 = 40;
+    let pulls_after = |stage: String| {
+        let from = count();
+        async move {
+            within(Duration::from_secs(60), &stage, || async {
+                count() >= from + PULLS_PER_STAGE
+            })
             .await;
+        }
+    };
+    pulls_after("pulls before the first rotation".into()).await;
+    for round in 1..=3u32 {
+        // The next rotation starts once pulls have run under the previous keyring; each
+        // lands while the pullers keep going.
         let new = v.add_version(KEY).await.expect("add version");
         let want = format!("{}/{}", key_id(), new.version);
         within(
@@ -579,8 +598,8 @@ async fn pulls_under_three_rotations_never_fail() {
             || async { keyring_keks(&store) == vec![want.clone()] },
         )
         .await;
+        pulls_after(format!("pulls after rotation {round}")).await;
     }
-    tokio::time::sleep_until((started + Duration::from_secs(60)).into()).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut total = 0;
     for p in pullers {
@@ -588,8 +607,11 @@ async fn pulls_under_three_rotations_never_fail() {
         assert!(failed.is_empty(), "failed or corrupted pulls: {failed:?}");
         total += ok;
     }
-    eprintln!("{total} pulls over 60 s and 3 rotations, none failed");
-    assert!(total > 100, "the pullers kept pulling ({total})");
+    eprintln!("{total} pulls across 3 rotations, none failed");
+    assert!(
+        total >= 4 * PULLS_PER_STAGE,
+        "the pullers kept pulling ({total})"
+    );
 }
 
 /// The newest keyring object's sequence number.
