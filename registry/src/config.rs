@@ -550,17 +550,6 @@ mod tests {
     }
 
     #[test]
-    fn storage_urls() {
-        assert_eq!("memory://".parse(), Ok(StorageUrl::Memory));
-        assert_eq!(
-            "file:///var/lib/valv".parse(),
-            Ok(StorageUrl::File("/var/lib/valv".into()))
-        );
-        assert!("file://relative/dir".parse::<StorageUrl>().is_err());
-        assert!("/just/a/path".parse::<StorageUrl>().is_err());
-    }
-
-    #[test]
     fn listen_forms() {
         assert!(check_listen("127.0.0.1:0").is_ok());
         assert!(check_listen("[::1]:5000").is_ok());
