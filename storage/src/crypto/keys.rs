@@ -5,13 +5,11 @@
 //! - `BlobKeys`: the per-blob parameters (DEK, salt, nonce prefix, segment size).
 //! - `WrappedKey`: a 32-byte key sealed under another 32-byte key with AAD.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
-use hkdf::Hkdf;
 use rand::rngs::OsRng;
 use rand::RngCore;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use ring::hkdf::{KeyType, Salt, HKDF_SHA256};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::segment::SegmentCipher;
@@ -63,16 +61,26 @@ impl std::fmt::Debug for Key32 {
     }
 }
 
+/// The output length of every HKDF expansion in the format.
+struct Len32;
+
+impl KeyType for Len32 {
+    fn len(&self) -> usize {
+        32
+    }
+}
+
 /// HKDF-SHA256 (RFC 5869) with a 32-byte output: the one derivation every key in the
 /// format goes through, so that each label gives an independent key.
 pub fn hkdf32(ikm: &Key32, salt: &[u8], info: &[u8]) -> Key32 {
     let mut out = Zeroizing::new([0u8; 32]);
-    // `expand` fails only when the output is longer than 255 hash lengths; 32 bytes
-    // never is, so the error arm is unreachable and kept only to avoid a panic path.
-    if Hkdf::<Sha256>::new(Some(salt), ikm.expose())
-        .expand(info, out.as_mut())
-        .is_err()
-    {
+    let prk = Salt::new(HKDF_SHA256, salt).extract(ikm.expose());
+    // Expansion fails only when the output is longer than 255 hash lengths; 32 bytes
+    // never is.
+    let filled = prk
+        .expand(&[info], Len32)
+        .and_then(|okm| okm.fill(out.as_mut()));
+    if filled.is_err() {
         unreachable!("HKDF-SHA256 can always produce 32 bytes");
     }
     Key32(out)
@@ -84,8 +92,12 @@ fn random_array<const N: usize>() -> [u8; N] {
     a
 }
 
-fn aead(key: &Key32) -> Aes256Gcm {
-    Aes256Gcm::new(key.expose().into())
+fn aead(key: &Key32) -> LessSafeKey {
+    match UnboundKey::new(&AES_256_GCM, key.expose()) {
+        Ok(k) => LessSafeKey::new(k),
+        // ring refuses only a key of the wrong length, and a `Key32` is 32 bytes.
+        Err(_) => unreachable!("AES-256-GCM takes a 32-byte key"),
+    }
 }
 
 /// Everything needed to seal or open one blob's segments.
@@ -160,16 +172,13 @@ impl BlobKeys {
     }
 }
 
-/// AES-256-GCM, plaintext ‖ tag.
+/// AES-256-GCM, plaintext ‖ tag. The same implementation as the segments (ring).
 fn seal(key: &Key32, nonce: &[u8; NONCE_LEN], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-    match aead(key).encrypt(
-        Nonce::from_slice(nonce),
-        Payload {
-            msg: plaintext,
-            aad,
-        },
-    ) {
-        Ok(ct) => ct,
+    let mut out = Vec::with_capacity(plaintext.len() + TAG_LEN);
+    out.extend_from_slice(plaintext);
+    let nonce = Nonce::assume_unique_for_key(*nonce);
+    match aead(key).seal_in_place_append_tag(nonce, Aad::from(aad), &mut out) {
+        Ok(()) => out,
         // AES-GCM refuses only inputs beyond 2^36 bytes; every caller here seals a
         // key or a session tail of at most one segment.
         Err(_) => panic!("AES-GCM input too long"),
@@ -182,18 +191,22 @@ fn open(
     aad: &[u8],
     ciphertext: &[u8],
 ) -> Result<Vec<u8>, IntegrityError> {
-    if nonce.len() != NONCE_LEN || ciphertext.len() < TAG_LEN {
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| IntegrityError)?;
+    if ciphertext.len() < TAG_LEN {
         return Err(IntegrityError);
     }
-    aead(key)
-        .decrypt(
-            Nonce::from_slice(nonce),
-            Payload {
-                msg: ciphertext,
-                aad,
-            },
+    // On failure ring leaves unauthenticated plaintext in the buffer: it is wiped on drop.
+    let mut buf = Zeroizing::new(ciphertext.to_vec());
+    let plain_len = aead(key)
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut buf,
         )
-        .map_err(|_| IntegrityError)
+        .map_err(|_| IntegrityError)?
+        .len();
+    buf.truncate(plain_len);
+    Ok(std::mem::take(&mut *buf))
 }
 
 /// AES-256-GCM output with its nonce. Serialized with base64 fields.
