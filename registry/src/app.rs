@@ -123,13 +123,12 @@ async fn open_kek(
     config: &Config,
     data_dir: &Path,
 ) -> Result<(Arc<dyn Kek>, KeyId, KeySource), StartError> {
-    let configured = config.key_id().map_err(StartError::Key)?;
-    match configured {
+    match &config.encryption.key_id {
         Some(id) => {
             // The provider, and its settings from the environment, come from the key
             // id's kind (kms_client::open); the registry does not choose.
-            let kek = kms_client::open(&id, &|k| std::env::var(k).ok().filter(|v| !v.is_empty()))?;
-            Ok((kek, id.clone(), KeySource::Configured(id)))
+            let kek = kms_client::open(id, &|k| std::env::var(k).ok().filter(|v| !v.is_empty()))?;
+            Ok((kek, id.clone(), KeySource::Configured(id.clone())))
         }
         None => {
             let dir = data_dir.join("keys");
@@ -153,8 +152,9 @@ async fn open_kek(
 /// The object store the configuration names (by default under the data directory).
 fn open_objects(config: &Config, data_dir: &Path) -> Result<Backend, StartError> {
     let url = config
-        .storage_url()
-        .map_err(StartError::Invalid)?
+        .storage
+        .url
+        .clone()
         .unwrap_or_else(|| StorageUrl::File(data_dir.join("store")));
     backend::open(&url).map_err(|e| match e {
         OpenError::CreateDir { path, source } => StartError::Io {

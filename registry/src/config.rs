@@ -1,13 +1,16 @@
 //! Typed configuration: defaults in code, then a TOML file, then `VALV_*` environment
-//! variables, then command-line flags (DESIGN §9). Unknown keys are errors, and
-//! [`Config::validate`] reports every problem at once instead of panicking on the first.
+//! variables, then command-line flags (DESIGN §9). Unknown keys are errors. Values with a
+//! grammar of their own (the storage URL, the key id) are parsed as they are layered in,
+//! so a loaded `Config` holds typed values, never text to re-parse. [`Config::load`]
+//! reports every problem of the environment, the flags and [`Config::validate`] at once
+//! instead of stopping at the first.
 //!
 //! docs/OPERATIONS.md lists every key; keep the two in step.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use kms_client::{KeyId, KmsError};
+use kms_client::KeyId;
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -101,7 +104,8 @@ pub struct StorageConfig {
     /// otherwise, the object store (`store/`).
     pub data_dir: PathBuf,
     /// `file:///abs/path` or `memory://`. Unset: `<data_dir>/store` on the local disk.
-    pub url: Option<String>,
+    #[serde(deserialize_with = "parsed")]
+    pub url: Option<StorageUrl>,
     /// How long a manifest GET may reuse a tag or digest lookup. Changes made through
     /// this node are seen at once; another node's tag moves and deletes within this.
     /// 0 = look up every time.
@@ -128,7 +132,8 @@ impl Default for StorageConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct EncryptionConfig {
     /// The KEK. Unset: a local development key under `<data_dir>/keys`.
-    pub key_id: Option<String>,
+    #[serde(deserialize_with = "parsed")]
+    pub key_id: Option<KeyId>,
     /// How often the key watcher probes the KEK (one unwrap) and looks for a keyring
     /// another node changed. Revocation takes effect within this interval.
     pub key_check_interval_secs: u64,
@@ -176,8 +181,6 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("environment variable {var}: {message}")]
-    Env { var: &'static str, message: String },
     #[error("invalid configuration:\n  {}", .0.join("\n  "))]
     Invalid(Vec<String>),
 }
@@ -221,10 +224,17 @@ impl Config {
             Some(path) => Config::from_file(&path)?,
             None => Config::default(),
         };
-        config.apply_env(&getenv)?;
-        config.apply_flags(flags);
-        config.validate()?;
-        Ok(config)
+        let mut problems = Vec::new();
+        config.apply_env(&getenv, &mut problems);
+        config.apply_flags(flags, &mut problems);
+        if let Err(ConfigError::Invalid(found)) = config.validate() {
+            problems.extend(found);
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
     }
 
     /// Reads a TOML file. Fails on I/O errors, syntax errors and unknown keys.
@@ -244,64 +254,100 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
-    /// Overrides fields from `VALV_*` variables. Fails on a value that does not parse.
+    /// Overrides fields from `VALV_*` variables. A value that does not parse leaves the
+    /// field as it was and adds a problem naming the variable.
     pub fn apply_env(
         &mut self,
         getenv: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<(), ConfigError> {
-        fn number<T: FromStr>(var: &'static str, v: &str) -> Result<T, ConfigError> {
-            v.trim().parse().map_err(|_| ConfigError::Env {
-                var,
-                message: format!("{v:?} is not a non-negative integer"),
-            })
+        problems: &mut Vec<String>,
+    ) {
+        fn number<T: FromStr>(
+            field: &mut T,
+            var: &str,
+            getenv: &dyn Fn(&str) -> Option<String>,
+            problems: &mut Vec<String>,
+        ) {
+            if let Some(v) = getenv(var) {
+                match v.trim().parse() {
+                    Ok(n) => *field = n,
+                    Err(_) => problems.push(format!("{var}: {v:?} is not a non-negative integer")),
+                }
+            }
         }
         if let Some(v) = getenv(env::LISTEN) {
             self.server.listen = v;
         }
-        if let Some(v) = getenv(env::MAX_CONNECTIONS) {
-            self.server.max_connections = number(env::MAX_CONNECTIONS, &v)?;
-        }
-        if let Some(v) = getenv(env::SHUTDOWN_GRACE_SECS) {
-            self.server.shutdown_grace_secs = number(env::SHUTDOWN_GRACE_SECS, &v)?;
-        }
-        if let Some(v) = getenv(env::HEADER_READ_TIMEOUT_SECS) {
-            self.server.header_read_timeout_secs = number(env::HEADER_READ_TIMEOUT_SECS, &v)?;
-        }
-        if let Some(v) = getenv(env::MAX_MANIFEST_BYTES) {
-            self.server.max_manifest_bytes = number(env::MAX_MANIFEST_BYTES, &v)?;
-        }
+        number(
+            &mut self.server.max_connections,
+            env::MAX_CONNECTIONS,
+            getenv,
+            problems,
+        );
+        number(
+            &mut self.server.shutdown_grace_secs,
+            env::SHUTDOWN_GRACE_SECS,
+            getenv,
+            problems,
+        );
+        number(
+            &mut self.server.header_read_timeout_secs,
+            env::HEADER_READ_TIMEOUT_SECS,
+            getenv,
+            problems,
+        );
+        number(
+            &mut self.server.max_manifest_bytes,
+            env::MAX_MANIFEST_BYTES,
+            getenv,
+            problems,
+        );
         if let Some(v) = getenv(env::DATA_DIR) {
             self.storage.data_dir = PathBuf::from(v);
         }
         if let Some(v) = getenv(env::STORAGE) {
-            self.storage.url = Some(v);
+            set_storage_url(&mut self.storage.url, &v, env::STORAGE, problems);
         }
-        if let Some(v) = getenv(env::TAG_CACHE_TTL_MS) {
-            self.storage.tag_cache_ttl_ms = number(env::TAG_CACHE_TTL_MS, &v)?;
-        }
-        if let Some(v) = getenv(env::ORPHAN_GRACE_SECS) {
-            self.storage.orphan_grace_secs = number(env::ORPHAN_GRACE_SECS, &v)?;
-        }
+        number(
+            &mut self.storage.tag_cache_ttl_ms,
+            env::TAG_CACHE_TTL_MS,
+            getenv,
+            problems,
+        );
+        number(
+            &mut self.storage.orphan_grace_secs,
+            env::ORPHAN_GRACE_SECS,
+            getenv,
+            problems,
+        );
         if let Some(v) = getenv(env::KEY_ID) {
-            self.encryption.key_id = Some(v);
+            set_key_id(&mut self.encryption.key_id, &v, env::KEY_ID, problems);
         }
-        if let Some(v) = getenv(env::KEY_CHECK_INTERVAL) {
-            self.encryption.key_check_interval_secs = number(env::KEY_CHECK_INTERVAL, &v)?;
-        }
-        if let Some(v) = getenv(env::ROTATION_POLL_INTERVAL) {
-            self.encryption.rotation_poll_interval_secs = number(env::ROTATION_POLL_INTERVAL, &v)?;
-        }
-        if let Some(v) = getenv(env::OUTAGE_GRACE) {
-            self.encryption.outage_grace_secs = number(env::OUTAGE_GRACE, &v)?;
-        }
+        number(
+            &mut self.encryption.key_check_interval_secs,
+            env::KEY_CHECK_INTERVAL,
+            getenv,
+            problems,
+        );
+        number(
+            &mut self.encryption.rotation_poll_interval_secs,
+            env::ROTATION_POLL_INTERVAL,
+            getenv,
+            problems,
+        );
+        number(
+            &mut self.encryption.outage_grace_secs,
+            env::OUTAGE_GRACE,
+            getenv,
+            problems,
+        );
         if let Some(v) = getenv(env::ADMIN_TOKEN) {
             self.admin.token = Some(v);
         }
-        Ok(())
     }
 
-    /// Overrides fields from command-line flags (the top layer).
-    pub fn apply_flags(&mut self, flags: &Overrides) {
+    /// Overrides fields from command-line flags (the top layer). A value that does not
+    /// parse leaves the field as it was and adds a problem naming the flag.
+    pub fn apply_flags(&mut self, flags: &Overrides, problems: &mut Vec<String>) {
         if let Some(v) = &flags.listen {
             self.server.listen = v.clone();
         }
@@ -309,10 +355,10 @@ impl Config {
             self.storage.data_dir = v.clone();
         }
         if let Some(v) = &flags.storage {
-            self.storage.url = Some(v.clone());
+            set_storage_url(&mut self.storage.url, v, "--storage", problems);
         }
         if let Some(v) = &flags.key_id {
-            self.encryption.key_id = Some(v.clone());
+            set_key_id(&mut self.encryption.key_id, v, "--key-id", problems);
         }
         if let Some(v) = flags.key_check_interval_secs {
             self.encryption.key_check_interval_secs = v;
@@ -346,12 +392,6 @@ impl Config {
         if self.storage.data_dir.as_os_str().is_empty() {
             problems.push("storage.data_dir must not be empty".into());
         }
-        if let Err(e) = self.storage_url() {
-            problems.push(e);
-        }
-        if let Err(e) = self.key_id() {
-            problems.push(format!("encryption.key_id: {e}"));
-        }
         if self.encryption.key_check_interval_secs == 0 {
             problems.push("encryption.key_check_interval_secs must be at least 1".into());
         }
@@ -372,20 +412,39 @@ impl Config {
             Err(ConfigError::Invalid(problems))
         }
     }
+}
 
-    /// The configured object store; `None` means the default under the data directory.
-    pub fn storage_url(&self) -> Result<Option<StorageUrl>, String> {
-        self.storage.url.as_deref().map(str::parse).transpose()
+/// Parses a storage URL given by `source` (a variable or a flag) into `field`.
+fn set_storage_url(
+    field: &mut Option<StorageUrl>,
+    text: &str,
+    source: &str,
+    problems: &mut Vec<String>,
+) {
+    match text.parse() {
+        Ok(url) => *field = Some(url),
+        Err(e) => problems.push(format!("storage.url ({source}): {e}")),
     }
+}
 
-    /// The configured KEK; `None` means the local development key.
-    pub fn key_id(&self) -> Result<Option<KeyId>, KmsError> {
-        self.encryption
-            .key_id
-            .as_deref()
-            .map(str::parse)
-            .transpose()
+/// Parses a key id given by `source` (a variable or a flag) into `field`.
+fn set_key_id(field: &mut Option<KeyId>, text: &str, source: &str, problems: &mut Vec<String>) {
+    match text.parse::<KeyId>() {
+        Ok(id) => *field = Some(id),
+        Err(e) => problems.push(format!("encryption.key_id ({source}): {e}")),
     }
+}
+
+/// Deserializes an optional value through its `FromStr` (the file layer of
+/// [`set_storage_url`] and [`set_key_id`]): the parser's message names the key.
+fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 /// `host:port` with a numeric port; the host is resolved when binding.
@@ -440,6 +499,23 @@ mod tests {
     }
 
     #[test]
+    fn the_file_holds_parsed_urls_and_key_ids() {
+        let c = Config::from_toml(
+            "[storage]\nurl = \"file:///srv/valv\"\n[encryption]\nkey_id = \"file:///keys/kek\"\n",
+        )
+        .expect("parse");
+        assert_eq!(c.storage.url, Some(StorageUrl::File("/srv/valv".into())));
+        assert_eq!(
+            c.encryption.key_id,
+            Some("file:///keys/kek".parse().expect("key id"))
+        );
+        let e = Config::from_toml("[storage]\nurl = \"s3://bucket\"\n").unwrap_err();
+        assert!(e.contains("not available yet") && e.contains("url"), "{e}");
+        let e = Config::from_toml("[encryption]\nkey_id = \"ftp://key\"\n").unwrap_err();
+        assert!(e.contains("key_id"), "{e}");
+    }
+
+    #[test]
     fn precedence_is_file_then_env_then_flags() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("valv.toml");
@@ -467,7 +543,7 @@ mod tests {
             c.server.max_connections, 7,
             "file value kept when env is empty"
         );
-        assert_eq!(c.storage.url.as_deref(), Some("memory://"));
+        assert_eq!(c.storage.url, Some(StorageUrl::Memory));
 
         // Flags override both.
         let flags = Overrides {
@@ -478,10 +554,7 @@ mod tests {
         let c = Config::load(&flags, &getenv).expect("load");
         assert_eq!(c.server.listen, "127.0.0.1:3333");
         assert_eq!(c.storage.data_dir, PathBuf::from("/from/env"));
-        assert_eq!(
-            c.storage_url(),
-            Ok(Some(StorageUrl::File("/srv/valv".into())))
-        );
+        assert_eq!(c.storage.url, Some(StorageUrl::File("/srv/valv".into())));
     }
 
     #[test]
@@ -522,17 +595,38 @@ mod tests {
 
     #[test]
     fn validate_reports_every_problem() {
+        // Problems from every layer: parsed values (storage url, key id) from the
+        // environment and the flags, and the ranges validation checks.
+        let getenv = |k: &str| match k {
+            env::LISTEN => Some("nope".to_string()),
+            env::MAX_CONNECTIONS => Some("0".to_string()),
+            env::STORAGE => Some("s3://bucket/prefix".to_string()),
+            _ => None,
+        };
+        let flags = Overrides {
+            key_id: Some("ftp://key".into()),
+            ..Overrides::default()
+        };
         let mut c = Config::default();
-        c.server.listen = "nope".into();
-        c.server.max_connections = 0;
         c.server.max_manifest_bytes = 10;
-        c.storage.url = Some("s3://bucket/prefix".into());
-        c.encryption.key_id = Some("ftp://key".into());
-        let Err(ConfigError::Invalid(problems)) = c.validate() else {
+        let mut problems = Vec::new();
+        c.apply_env(&getenv, &mut problems);
+        c.apply_flags(&flags, &mut problems);
+        let Err(ConfigError::Invalid(found)) = c.validate() else {
             panic!("expected Invalid");
         };
+        problems.extend(found);
         assert_eq!(problems.len(), 5, "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("not available yet")));
+        assert!(
+            problems.iter().any(|p| p.contains("--key-id")),
+            "{problems:?}"
+        );
+        // load reports them all together too.
+        let Err(ConfigError::Invalid(loaded)) = Config::load(&flags, &getenv) else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(loaded.len(), 4, "{loaded:?}");
     }
 
     #[test]
