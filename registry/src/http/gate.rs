@@ -10,12 +10,18 @@ use http::Request;
 
 use crate::app::App;
 use crate::http::body::RequestBody;
+use crate::http::conn::Connection;
 use crate::http::errors::{ApiError, ErrorCode};
 use crate::http::routes::Route;
 use crate::keys::KeyState;
 
 /// Admits `req` for `route`, or answers the error to send instead.
-pub fn admit(app: &App, route: &Route, _req: &Request<RequestBody>) -> Result<(), ApiError> {
+pub fn admit(
+    app: &App,
+    _conn: &Connection,
+    route: &Route,
+    _req: &Request<RequestBody>,
+) -> Result<(), ApiError> {
     // AUTHENTICATION GOES HERE. A registry authenticator (bearer tokens, basic auth)
     // runs first, before the key gate, so an unauthenticated client learns nothing
     // about the key state: it decides from `route` and the request's headers, answers

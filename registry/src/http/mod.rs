@@ -13,6 +13,7 @@
 //! request and response bodies (blob bodies are never buffered).
 
 pub mod body;
+pub mod conn;
 pub mod errors;
 pub mod gate;
 pub mod handlers;

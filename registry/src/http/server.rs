@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::app::App;
 use crate::http::body::{Body, RequestBody};
+use crate::http::conn::Connection;
 use crate::http::errors::{name_error, ApiError, ErrorCode};
 use crate::http::handlers::handle;
 use crate::http::reply::error_response;
@@ -70,6 +71,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future) ->
         }
         connections.spawn(serve_connection(
             stream,
+            Connection::plain(peer),
             app.clone(),
             stop_rx.clone(),
             permit,
@@ -105,14 +107,17 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future) ->
 
 async fn serve_connection(
     stream: TcpStream,
+    connection: Connection,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
     let header_timeout = app.settings.header_read_timeout;
+    let connection = Arc::new(connection);
     let service = service_fn(move |req| {
         let app = app.clone();
-        async move { Ok::<_, Infallible>(serve_request(&app, req).await) }
+        let connection = connection.clone();
+        async move { Ok::<_, Infallible>(serve_request(&app, &connection, req).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -139,7 +144,7 @@ async fn serve_connection(
 /// Routes and handles one request, and logs it: method, path, status, response bytes,
 /// duration. Never the body, the query (it may carry nothing secret today, but logs
 /// outlive today), or any header value.
-async fn serve_request(app: &App, req: Request<Incoming>) -> Response<Body> {
+async fn serve_request(app: &App, conn: &Connection, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -147,7 +152,7 @@ async fn serve_request(app: &App, req: Request<Incoming>) -> Response<Body> {
     let (body, body_end) = RequestBody::new(body);
     let req = Request::from_parts(parts, body);
     let mut resp = match route(&method, &path) {
-        Ok(r) => match handle(app, r, req).await {
+        Ok(r) => match handle(app, conn, r, req).await {
             Ok(resp) => resp,
             Err(e) => error_response(e),
         },

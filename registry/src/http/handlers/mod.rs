@@ -8,6 +8,7 @@ use http::{HeaderName, Request};
 use self::admin::AdminAction;
 use crate::app::App;
 use crate::http::body::RequestBody;
+use crate::http::conn::Connection;
 use crate::http::errors::{ApiError, ErrorCode};
 use crate::http::gate;
 use crate::http::query::Query;
@@ -31,9 +32,14 @@ pub mod header_names {
 }
 
 /// Runs the handler for `route`, once the gate has admitted the request.
-pub async fn handle(app: &App, route: Route, req: Request<RequestBody>) -> HandlerResult {
+pub async fn handle(
+    app: &App,
+    conn: &Connection,
+    route: Route,
+    req: Request<RequestBody>,
+) -> HandlerResult {
     let query = Query::parse(req.uri().query());
-    gate::admit(app, &route, &req)?;
+    gate::admit(app, conn, &route, &req)?;
     match route {
         Route::Healthz => Ok(base::healthz()),
         Route::Readyz => Ok(base::readyz(app)),
