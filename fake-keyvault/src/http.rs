@@ -14,13 +14,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::state::{self, AuthOutcome, FaultDecision, Material, OpKind, Shared, WrapAlg};
 use crate::{
-    check_name, Error, IdentitySpec, KeyKind, Outage, Permission, ValidityEnforcement,
+    check_name, Error, IdentitySpec, KeyKind, Outage, Permission, TlsIdentity, ValidityEnforcement,
     JWT_BEARER_ASSERTION_TYPE, VAULT_RESOURCE, VAULT_SCOPE,
 };
 
@@ -35,6 +36,7 @@ type Resp = Response<Full<Bytes>>;
 /// owned by this task, so stopping or aborting it ends them all (hung ones too).
 pub(crate) async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     mut stopped: oneshot::Receiver<()>,
 ) {
@@ -45,16 +47,7 @@ pub(crate) async fn serve(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let shared = shared.clone();
-                    conns.spawn(async move {
-                        let svc = service_fn(move |req| handle(shared.clone(), req));
-                        if let Err(e) = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await
-                        {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                    });
+                    conns.spawn(serve_connection(stream, tls.clone(), shared.clone()));
                 }
                 Err(e) => {
                     // E.g. EMFILE: back off briefly instead of spinning.
@@ -65,6 +58,55 @@ pub(crate) async fn serve(
         }
     }
     conns.shutdown().await;
+}
+
+async fn serve_connection(stream: TcpStream, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
+    let svc = service_fn(move |req| handle(shared.clone(), req));
+    let served = match tls {
+        None => {
+            http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+        }
+        Some(acceptor) => match acceptor.accept(stream).await {
+            Ok(tls) => {
+                http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return;
+            }
+        },
+    };
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// The TLS acceptor for `identity` (TLS 1.2 and 1.3, *ring*, HTTP/1.1 only).
+///
+/// Fails with `BadRequest` when the PEM does not hold a certificate chain and a
+/// matching key.
+pub(crate) fn tls_acceptor(identity: &TlsIdentity) -> Result<TlsAcceptor, Error> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn std::fmt::Display| Error::BadRequest(format!("{what}: {e}"));
+    let certs = CertificateDer::pem_slice_iter(identity.cert_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("certificate chain", &e))?;
+    let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes())
+        .map_err(|e| bad("private key", &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("TLS versions", &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad("certificate and key", &e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Every route the fake serves.

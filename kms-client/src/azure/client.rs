@@ -95,10 +95,15 @@ pub(super) struct VaultClient {
 }
 
 impl VaultClient {
-    pub fn new(credential: Arc<Credential>, request_timeout: Duration, retry: RetryPolicy) -> Self {
+    pub fn new(
+        credential: Arc<Credential>,
+        http: reqwest::Client,
+        request_timeout: Duration,
+        retry: RetryPolicy,
+    ) -> Self {
         VaultClient {
             credential,
-            http: reqwest::Client::new(),
+            http,
             request_timeout,
             retry,
         }

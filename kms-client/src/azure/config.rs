@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::retry::RetryPolicy;
@@ -13,6 +14,9 @@ pub const ENV_ENDPOINT: &str = "VALV_KEYVAULT_ENDPOINT";
 pub const ENV_API_VERSION: &str = "VALV_KEYVAULT_API_VERSION";
 /// The managed-identity (IMDS) endpoint.
 pub const ENV_IMDS_ENDPOINT: &str = "VALV_IMDS_ENDPOINT";
+/// A PEM file of CA certificates trusted for the vault and the token endpoint besides
+/// the built-in roots (a private CA, a TLS-inspecting proxy, a test vault).
+pub const ENV_CA_FILE: &str = "VALV_KEYVAULT_CA_FILE";
 
 /// Settings of the Key Vault provider.
 #[derive(Debug, Clone)]
@@ -28,6 +32,9 @@ pub struct AzureConfig {
     /// `maxresults` of version listing, 1..=25 (default 25).
     pub list_page_size: u32,
     pub retry: RetryPolicy,
+    /// Extra trusted CA certificates (PEM) for the vault and token endpoints; the
+    /// built-in roots stay trusted. None by default.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for AzureConfig {
@@ -38,6 +45,7 @@ impl Default for AzureConfig {
             request_timeout: Duration::from_secs(10),
             list_page_size: 25,
             retry: RetryPolicy::default(),
+            ca_file: None,
         }
     }
 }
@@ -67,6 +75,7 @@ impl AzureConfig {
         if let Some(version) = getenv(ENV_API_VERSION) {
             config.api_version = version;
         }
+        config.ca_file = getenv(ENV_CA_FILE).map(PathBuf::from);
         config.validate()?;
         Ok(config)
     }
@@ -84,10 +93,39 @@ impl AzureConfig {
         }
         Ok(())
     }
+
+    /// The HTTP client for vault and token requests: the built-in roots plus the
+    /// certificates of [`AzureConfig::ca_file`].
+    ///
+    /// Fails with `Misconfigured` when the CA file cannot be read or holds no PEM
+    /// certificate.
+    pub fn http_client(&self) -> Result<reqwest::Client, KmsError> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &self.ca_file {
+            let bad = |why: String| {
+                KmsError::misconfigured(
+                    "azure key vault",
+                    format!("{ENV_CA_FILE} {}: {why}", path.display()),
+                )
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| bad(format!("not a PEM certificate bundle: {e}")))?;
+            if certs.is_empty() {
+                return Err(bad("holds no PEM certificate".to_owned()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        builder.build().map_err(|e| {
+            KmsError::misconfigured("azure key vault", format!("building the HTTP client: {e}"))
+        })
+    }
 }
 
-/// Why `endpoint` may not carry vault requests, if it may not.
-fn check_endpoint(endpoint: &str) -> Result<(), String> {
+/// Why `endpoint` may not carry vault or token requests, if it may not.
+pub(crate) fn check_endpoint(endpoint: &str) -> Result<(), String> {
     let url = reqwest::Url::parse(endpoint).map_err(|e| format!("not a URL: {e}"))?;
     match url.scheme() {
         "https" => Ok(()),

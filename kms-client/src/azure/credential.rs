@@ -194,7 +194,8 @@ impl Credential {
     /// `AZURE_CLIENT_SECRET`, `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_AUTHORITY_HOST`).
     ///
     /// Fails with `Misconfigured` when a token file or secret is set without the
-    /// tenant and client id it needs.
+    /// tenant and client id it needs, or `AZURE_AUTHORITY_HOST` is plain `http://` to a
+    /// host that is not loopback (it would carry client secrets in clear).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Credential, KmsError> {
         let tenant = lookup("AZURE_TENANT_ID");
         let client_id = lookup("AZURE_CLIENT_ID");
@@ -218,7 +219,15 @@ impl Credential {
             Credential::managed_identity(client_id)
         };
         Ok(match lookup("AZURE_AUTHORITY_HOST") {
-            Some(a) => cred.with_authority(a),
+            Some(a) => {
+                super::config::check_endpoint(&a).map_err(|why| {
+                    KmsError::misconfigured(
+                        "azure credential",
+                        format!("AZURE_AUTHORITY_HOST {a:?}: {why}"),
+                    )
+                })?;
+                cred.with_authority(a)
+            }
             None => cred,
         })
     }
@@ -232,6 +241,12 @@ impl Credential {
     /// The IMDS endpoint (default `http://169.254.169.254`).
     pub fn with_imds_endpoint(mut self, endpoint: impl Into<String>) -> Credential {
         self.imds_endpoint = endpoint.into().trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// The HTTP client token requests use (default: built-in roots only).
+    pub fn with_http_client(mut self, http: reqwest::Client) -> Credential {
+        self.http = http;
         self
     }
 
@@ -471,6 +486,18 @@ mod tests {
         assert!(!needs_refresh(now + Duration::from_secs(7), minute, now));
         assert!(needs_refresh(now + Duration::from_secs(6), minute, now));
         assert!(needs_refresh(now, minute, now + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn plain_http_authority_is_refused_off_loopback() {
+        let with_authority =
+            |a: &'static str| move |k: &str| (k == "AZURE_AUTHORITY_HOST").then(|| a.to_owned());
+        let e = Credential::from_lookup(with_authority("http://login.example")).unwrap_err();
+        assert!(matches!(e, KmsError::Misconfigured { .. }), "{e}");
+        assert!(e.to_string().contains("AZURE_AUTHORITY_HOST"), "{e}");
+        for ok in ["http://127.0.0.1:8443", "https://login.example"] {
+            assert!(Credential::from_lookup(with_authority(ok)).is_ok(), "{ok}");
+        }
     }
 
     #[test]

@@ -101,8 +101,14 @@ impl AzureKek {
         credential: Arc<Credential>,
     ) -> Result<AzureKek, KmsError> {
         config.validate()?;
+        let http = config.http_client()?;
         Ok(AzureKek {
-            client: VaultClient::new(credential, config.request_timeout, config.retry.clone()),
+            client: VaultClient::new(
+                credential,
+                http,
+                config.request_timeout,
+                config.retry.clone(),
+            ),
             config,
             shapes: Mutex::new(HashMap::new()),
         })
@@ -110,7 +116,7 @@ impl AzureKek {
 
     /// The provider for `key`'s vault with settings and credential from the
     /// environment as `getenv` returns it: [`AzureConfig::from_lookup`]
-    /// (`VALV_KEYVAULT_ENDPOINT`, `VALV_KEYVAULT_API_VERSION`),
+    /// (`VALV_KEYVAULT_ENDPOINT`, `VALV_KEYVAULT_API_VERSION`, `VALV_KEYVAULT_CA_FILE`),
     /// [`Credential::from_lookup`] (the `AZURE_*` variables) and
     /// `VALV_IMDS_ENDPOINT`.
     ///
@@ -124,7 +130,9 @@ impl AzureKek {
             return Err(KmsError::misconfigured(key, "not a Key Vault key id"));
         };
         let config = AzureConfig::from_lookup(vault, getenv)?;
-        let mut credential = Credential::from_lookup(getenv)?;
+        // Token requests trust the same roots as vault requests.
+        let mut credential =
+            Credential::from_lookup(getenv)?.with_http_client(config.http_client()?);
         if let Some(imds) = getenv(config::ENV_IMDS_ENDPOINT) {
             credential = credential.with_imds_endpoint(imds);
         }
