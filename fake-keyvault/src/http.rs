@@ -150,6 +150,7 @@ enum Control {
     Throttle,
     Outage,
     Latency,
+    CorruptUnwrap,
     Counters,
     ResetCounters,
 }
@@ -246,6 +247,7 @@ fn control_route(method: &Method, rest: &[&str]) -> Route {
         (Method::POST, ["faults", "throttle"]) => C::Throttle,
         (Method::PUT, ["faults", "outage"]) => C::Outage,
         (Method::PUT, ["faults", "latency"]) => C::Latency,
+        (Method::PUT, ["faults", "corrupt-unwrap"]) => C::CorruptUnwrap,
         (Method::GET, ["counters"]) => C::Counters,
         (Method::DELETE, ["counters"]) => C::ResetCounters,
         _ => return Route::Unknown,
@@ -617,6 +619,7 @@ async fn wrap_or_unwrap(
         }
     }
     let key = key.clone();
+    let corrupt = unwrap && ctx.shared.corrupt_unwrap();
     let result = tokio::task::spawn_blocking(move || {
         if unwrap {
             state::rsa_unwrap(&key, alg, &bytes).map_err(|()| "Decryption failed.".to_owned())
@@ -626,10 +629,16 @@ async fn wrap_or_unwrap(
     })
     .await;
     match result {
-        Ok(Ok(out)) => json_resp(
-            StatusCode::OK,
-            &json!({"kid": kid(ctx, name, &v.id), "value": crate::b64(&out)}),
-        ),
+        Ok(Ok(mut out)) => {
+            if corrupt {
+                // Same length, other bytes: what a caller must catch by comparing.
+                out.iter_mut().for_each(|b| *b ^= 0x5a);
+            }
+            json_resp(
+                StatusCode::OK,
+                &json!({"kid": kid(ctx, name, &v.id), "value": crate::b64(&out)}),
+            )
+        }
         Ok(Err(msg)) => bad(&msg),
         Err(_) => kv_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -858,6 +867,12 @@ struct ThrottleBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct EnabledBody {
+    enabled: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct OutageBody {
     mode: Outage,
 }
@@ -1067,6 +1082,11 @@ async fn control_inner(ctx: &Ctx, c: Control) -> Result<Resp, Error> {
         Control::Latency => {
             let b: MillisBody = json_body(ctx)?;
             shared.set_latency(std::time::Duration::from_millis(b.millis));
+            Ok(no_content())
+        }
+        Control::CorruptUnwrap => {
+            let b: EnabledBody = json_body(ctx)?;
+            shared.set_corrupt_unwrap(b.enabled);
             Ok(no_content())
         }
         Control::Counters => Ok(json_resp(StatusCode::OK, &json!(shared.counters()))),

@@ -63,6 +63,7 @@
 //! | `POST /_fake/faults/throttle` | `{"count":N,"retry_after_secs":S}` | next N vault calls answer 429 + `Retry-After: S` (count 0 clears); 204 |
 //! | `PUT /_fake/faults/outage` | `{"mode":"none"\|"unavailable"\|"hang"}` | 503 for every vault call, or hang until the mode changes (then 503) or the server stops; 204 |
 //! | `PUT /_fake/faults/latency` | `{"millis":N}` | delay before every vault and token call; 204 |
+//! | `PUT /_fake/faults/corrupt-unwrap` | `{"enabled":bool}` | unwrapKey answers other bytes of the same length (every byte XOR 0x5a); 204 |
 //! | `GET /_fake/counters` | none | 200 `{"get","list","wrapKey","unwrapKey","token"}` |
 //! | `DELETE /_fake/counters` | none | reset counters; 204 |
 //!
@@ -537,6 +538,11 @@ impl FakeVault {
     /// Delay added before answering each vault and token call.
     pub fn set_latency(&self, latency: Duration) {
         self.shared.set_latency(latency)
+    }
+
+    /// While on, unwrapKey answers bytes other than those wrapped.
+    pub fn set_corrupt_unwrap(&self, on: bool) {
+        self.shared.set_corrupt_unwrap(on)
     }
 
     pub fn counters(&self) -> Counters {

@@ -229,6 +229,9 @@ struct Inner {
     token_lifetime_secs: u64,
     throttle: Option<Throttle>,
     latency: Duration,
+    /// Whether unwrapKey answers bytes other than those wrapped (a broken HSM or a
+    /// vault that is not the one the key id names).
+    corrupt_unwrap: bool,
     counters: Counters,
 }
 
@@ -343,6 +346,14 @@ impl Shared {
 
     pub(crate) fn set_latency(&self, latency: Duration) {
         self.lock().latency = latency;
+    }
+
+    pub(crate) fn corrupt_unwrap(&self) -> bool {
+        self.lock().corrupt_unwrap
+    }
+
+    pub(crate) fn set_corrupt_unwrap(&self, on: bool) {
+        self.lock().corrupt_unwrap = on;
     }
 
     pub(crate) fn throttle(&self, count: u32, retry_after_secs: u64) {

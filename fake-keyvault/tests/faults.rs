@@ -1,4 +1,4 @@
-//! Fault injection (throttling, outage, latency) and operation counters.
+//! Fault injection (throttling, outage, latency, corrupt unwraps) and operation counters.
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 
 mod common;
@@ -203,4 +203,41 @@ async fn counters_count_every_vault_and_token_request() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(env.vault.counters(), Counters::default());
+}
+
+#[tokio::test]
+async fn corrupt_unwrap_answers_other_bytes_of_the_same_length() {
+    let env = Env::start().await;
+    env.vault.create_key("u", RSA2048).await.unwrap();
+    let plain = [0x11u8; 32];
+    let (_, wrapped) = env.wrap("u", &plain).await;
+    let unwrapped = |body: &serde_json::Value| unb64(body["value"].as_str().unwrap());
+
+    let r = env
+        .http
+        .put(env.url("/_fake/faults/corrupt-unwrap"))
+        .json(&json!({"enabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (status, body) = env.unwrap_status("u", &wrapped).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let got = unwrapped(&body);
+    assert_eq!(got.len(), plain.len());
+    assert_ne!(got, plain);
+
+    env.vault.set_corrupt_unwrap(false);
+    let (status, body) = env.unwrap_status("u", &wrapped).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(unwrapped(&body), plain);
+
+    let r = env
+        .http
+        .put(env.url("/_fake/faults/corrupt-unwrap"))
+        .json(&json!({"enabled": "yes"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }

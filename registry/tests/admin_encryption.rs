@@ -624,3 +624,60 @@ async fn show_while_revoked_reports_a_missing_or_unreadable_keyring() {
     std::fs::rename(&moved, &keyring).expect("move the keyring back");
     assert_eq!(show(&http, &valv).await["state"], "revoked");
 }
+
+/// rotate-key to a version whose unwrap answers other bytes than it wrapped (the
+/// fake's corrupt-unwrap fault): 400 `KeyIntegrity`, nothing changed, content still
+/// readable; the same rotation succeeds once the vault answers correctly again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_unwraps_other_bytes_is_refused_with_key_integrity() {
+    let (v, first) = vault().await;
+    let data = tempfile::tempdir().expect("tempdir");
+    // A versioned key (no rotation polling) and no key check during the test: only
+    // the rotation meets the fault.
+    let valv = keyvault::start_valv(
+        &v,
+        data.path(),
+        &versioned(KEY, &first),
+        &["--key-check-interval", "3600"],
+        Some(TOKEN),
+    );
+    let http = client();
+    let (bytes, digest) = push_blob(&http, &valv).await;
+    let before = show(&http, &valv).await;
+    let second = v.add_version(KEY).await.expect("add version").version;
+
+    v.set_corrupt_unwrap(true);
+    let (status, body) = rotate(
+        &http,
+        &valv,
+        serde_json::json!({ "keyEncryptionKey": versioned(KEY, &second) }),
+    )
+    .await;
+    v.set_corrupt_unwrap(false);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "KeyIntegrity", "{body}");
+    let after = show(&http, &valv).await;
+    assert_eq!(
+        after["keyVaultProperties"], before["keyVaultProperties"],
+        "a refused rotation changed the key"
+    );
+    assert_eq!(
+        after["registryKeyGenerations"],
+        before["registryKeyGenerations"]
+    );
+    assert_eq!(after["state"], "active");
+    assert_eq!(read_blob(&http, &valv, &digest).await, bytes);
+
+    let (status, body) = rotate(
+        &http,
+        &valv,
+        serde_json::json!({ "keyEncryptionKey": versioned(KEY, &second) }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        kv(&show(&http, &valv).await, "keyIdentifier"),
+        versioned(KEY, &second)
+    );
+    assert_eq!(read_blob(&http, &valv, &digest).await, bytes);
+}
