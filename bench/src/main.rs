@@ -14,6 +14,10 @@
 //!   whether the client was the bottleneck (CPU ≈ elapsed × cores means it was).
 //!
 //! Errors never abort a run: they are counted and the first few messages are kept.
+//!
+//! `https://` targets are reached over TLS (HTTP/1.1 by ALPN) trusting the CA of
+//! `--ca-file`; `--user` (Basic) or `--token` (Bearer) adds an `Authorization` header to
+//! every request, so authenticated and anonymous runs differ in nothing else.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,7 +38,10 @@ use sha2::{Digest, Sha256};
 const KEPT_ERRORS: usize = 5;
 
 #[derive(Debug, Parser)]
-#[command(name = "valv-bench", about = "Benchmark an OCI registry over HTTP/1.1")]
+#[command(
+    name = "valv-bench",
+    about = "Benchmark an OCI registry over HTTP/1.1 (plain or TLS)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -109,9 +116,19 @@ impl Command {
 
 #[derive(Debug, clap::Args)]
 struct Common {
-    /// Registry base URL, `http://host:port` (plain HTTP only).
+    /// Registry base URL, `http://host:port` or `https://host:port` (needs --ca-file).
     #[arg(long)]
     url: String,
+    /// PEM file of the CA certificates an `https://` target's certificate chains to.
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
+    /// `USER:PASSWORD` sent as Basic authentication on every request.
+    #[arg(long, conflicts_with = "token")]
+    user: Option<String>,
+    /// A bearer token sent on every request (e.g. one from the registry's token
+    /// endpoint, fetched before the run).
+    #[arg(long)]
+    token: Option<String>,
     /// Requests in flight (one persistent connection each).
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
@@ -224,36 +241,113 @@ fn generate(count: usize, size: usize, seed: u64) -> Vec<Blob> {
     out.into_iter().map(|(_, b)| b).collect()
 }
 
-/// Where requests go: the socket address to connect to and the `Host` header to send.
-#[derive(Debug)]
+/// Where requests go: the socket address to connect to, the `Host` header to send,
+/// TLS for `https://`, and the `Authorization` header, if any.
 struct Target {
     addr: SocketAddr,
     host: String,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+    authorization: Option<http::HeaderValue>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the credentials.
+        f.debug_struct("Target")
+            .field("addr", &self.addr)
+            .field("host", &self.host)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Target {
-    fn parse(url: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+    /// The target `common` names: its URL, `--ca-file` and credentials.
+    fn from_common(common: &Common) -> Result<Self, String> {
+        let url = common.url.as_str();
+        let (tls, rest, default_port) = if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest, 80)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest, 443)
+        } else {
+            return Err(format!(
+                "{url}: only http:// and https:// URLs are supported"
+            ));
+        };
         let host = rest.split('/').next().unwrap_or("").to_owned();
         if host.is_empty() {
             return Err(format!("{url}: no host"));
         }
-        let with_port = if host
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            host.clone()
-        } else {
-            format!("{host}:80")
+        let (name, with_port) = match host.rsplit_once(':') {
+            Some((name, p)) if p.parse::<u16>().is_ok() => (name.to_owned(), host.clone()),
+            _ => (host.clone(), format!("{host}:{default_port}")),
         };
         let addr = std::net::ToSocketAddrs::to_socket_addrs(&with_port)
             .map_err(|e| format!("{url}: {e}"))?
             .next()
             .ok_or_else(|| format!("{url}: no address"))?;
-        Ok(Self { addr, host })
+        let tls = match (tls, &common.ca_file) {
+            (false, _) => None,
+            (true, None) => return Err(format!("{url}: an https:// URL needs --ca-file")),
+            (true, Some(ca_file)) => {
+                let name = name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned();
+                let server_name = rustls_pki_types::ServerName::try_from(name)
+                    .map_err(|e| format!("{url}: {e}"))?;
+                Some((tls_connector(ca_file)?, server_name))
+            }
+        };
+        let authorization = match (&common.user, &common.token) {
+            (Some(user), _) => {
+                use base64::Engine as _;
+                let basic = base64::engine::general_purpose::STANDARD.encode(user);
+                Some(format!("Basic {basic}"))
+            }
+            (None, Some(token)) => Some(format!("Bearer {token}")),
+            (None, None) => None,
+        }
+        .map(|v| http::HeaderValue::try_from(v).map_err(|_| "credentials: not a header value"))
+        .transpose()?
+        .map(|mut v| {
+            v.set_sensitive(true);
+            v
+        });
+        Ok(Self {
+            addr,
+            host,
+            tls,
+            authorization,
+        })
     }
+}
+
+/// A TLS client trusting only the CAs of `ca_file`, offering HTTP/1.1 by ALPN.
+fn tls_connector(ca_file: &std::path::Path) -> Result<tokio_rustls::TlsConnector, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    let what = |e: &dyn std::fmt::Display| format!("--ca-file {}: {e}", ca_file.display());
+    let pem = std::fs::read(ca_file).map_err(|e| what(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots
+            .add(cert.map_err(|e| what(&e))?)
+            .map_err(|e| what(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(what(&"no certificate in the file"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| what(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 /// One concurrency slot's persistent HTTP/1.1 connection, re-established lazily after
@@ -281,16 +375,17 @@ impl Client {
             .map_err(|e| format!("connect {}: {e}", self.target.addr))?;
         // Small requests (PATCH/PUT headers, GETs) must not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            // Larger reads for large pulls: fewer syscalls per GiB.
-            .max_buf_size(1 << 20)
-            .handshake(TokioIo::new(stream))
+        let mut builder = hyper::client::conn::http1::Builder::new();
+        // Larger reads for large pulls: fewer syscalls per GiB.
+        builder.max_buf_size(1 << 20);
+        let Some((connector, name)) = &self.target.tls else {
+            return handshake(&builder, stream).await;
+        };
+        let stream = connector
+            .connect(name.clone(), stream)
             .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
+            .map_err(|e| format!("TLS handshake with {}: {e}", self.target.addr))?;
+        handshake(&builder, stream).await
     }
 
     /// Sends one request; `path` is origin-form (`/v2/...`).
@@ -309,6 +404,9 @@ impl Client {
             .method(method.clone())
             .uri(path)
             .header(header::HOST, &self.target.host);
+        if let Some(auth) = &self.target.authorization {
+            req = req.header(header::AUTHORIZATION, auth.clone());
+        }
         for (name, value) in headers {
             req = req.header(name, value);
         }
@@ -329,6 +427,24 @@ impl Client {
         self.sender = Some(sender);
         Ok(resp)
     }
+}
+
+/// The HTTP/1.1 handshake over `io`, its connection driven on a task of its own.
+async fn handshake<T>(
+    builder: &hyper::client::conn::http1::Builder,
+    io: T,
+) -> Result<SendRequest<Full<Bytes>>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = builder
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 /// Reads a response body to the end, passing each frame to `sink`; returns its length.
@@ -849,7 +965,7 @@ async fn main_async(cli: Cli) -> Result<Value, String> {
             size,
             chunk,
         } => {
-            let target = Arc::new(Target::parse(&common.url)?);
+            let target = Arc::new(Target::from_common(&common)?);
             let seed = common.seed();
             let blobs = generate(count, size, seed);
             let params = json!({
@@ -878,7 +994,7 @@ async fn main_async(cli: Cli) -> Result<Value, String> {
             reads,
             verify,
         } => {
-            let target = Arc::new(Target::parse(&common.url)?);
+            let target = Arc::new(Target::from_common(&common)?);
             let seed = common.seed();
             let blobs = generate(count, size, seed);
             let params = json!({
@@ -933,7 +1049,7 @@ async fn main_async(cli: Cli) -> Result<Value, String> {
             duration,
             repo_prefix,
         } => {
-            let target = Arc::new(Target::parse(&common.url)?);
+            let target = Arc::new(Target::from_common(&common)?);
             let seed = common.seed();
             if repos == 0 || tags == 0 || !(duration.is_finite() && duration >= 0.0) {
                 return Err("--repos and --tags must be > 0 and --duration >= 0".to_owned());
