@@ -88,7 +88,11 @@ impl TestIssuer {
 
     /// Signs `header.claims` (JSON texts) with ES256.
     pub fn sign(&self, header: &str, claims: &str) -> String {
-        let input = format!("{}.{}", b64url(header.as_bytes()), b64url(claims.as_bytes()));
+        let input = format!(
+            "{}.{}",
+            b64url(header.as_bytes()),
+            b64url(claims.as_bytes())
+        );
         let sig = self.pair.sign(&self.rng, input.as_bytes()).expect("sign");
         format!("{input}.{}", b64url(sig.as_ref()))
     }
@@ -144,7 +148,13 @@ pub fn shared_kek() -> String {
     ));
     std::fs::create_dir_all(&tmp).expect("kek dir");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_valv"))
-        .args(["kek", "create", &format!("file://{}/kek", tmp.display()), "--bits", "2048"])
+        .args([
+            "kek",
+            "create",
+            &format!("file://{}/kek", tmp.display()),
+            "--bits",
+            "2048",
+        ])
         .output()
         .expect("run valv kek create");
     assert!(
