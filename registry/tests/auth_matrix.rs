@@ -224,11 +224,7 @@ enum Want {
     AdminForbidden,
 }
 
-async fn send(
-    s: &Server,
-    auth: &Option<String>,
-    req: reqwest::RequestBuilder,
-) -> reqwest::Response {
+async fn send(auth: &Option<String>, req: reqwest::RequestBuilder) -> reqwest::Response {
     let req = match auth {
         Some(a) => req.header("authorization", a),
         None => req,
@@ -243,7 +239,6 @@ async fn run(s: &Server, auth: &Option<String>, op: Op) -> (StatusCode, Vec<u8>,
     let resp = match op {
         Op::GetManifest => {
             send(
-                s,
                 auth,
                 h.get(url("/v2/team-a/app/manifests/v1"))
                     .header("accept", OCI_MANIFEST),
@@ -252,7 +247,6 @@ async fn run(s: &Server, auth: &Option<String>, op: Op) -> (StatusCode, Vec<u8>,
         }
         Op::HeadManifest => {
             send(
-                s,
                 auth,
                 h.head(url("/v2/team-a/app/manifests/v1"))
                     .header("accept", OCI_MANIFEST),
@@ -261,7 +255,6 @@ async fn run(s: &Server, auth: &Option<String>, op: Op) -> (StatusCode, Vec<u8>,
         }
         Op::GetBlob => {
             send(
-                s,
                 auth,
                 h.get(url(&format!("/v2/team-a/app/blobs/{}", s.layer))),
             )
@@ -269,7 +262,6 @@ async fn run(s: &Server, auth: &Option<String>, op: Op) -> (StatusCode, Vec<u8>,
         }
         Op::HeadBlob => {
             send(
-                s,
                 auth,
                 h.head(url(&format!("/v2/team-a/app/blobs/{}", s.layer))),
             )
@@ -284,7 +276,7 @@ async fn run(s: &Server, auth: &Option<String>, op: Op) -> (StatusCode, Vec<u8>,
                         sha256(&layer)
                     )))
                     .body(layer.clone());
-                send(s, auth, req).await
+                send(auth, req).await
             };
             if !r.status().is_success() {
                 r
@@ -294,7 +286,7 @@ async fn run(s: &Server, auth: &Option<String>, op: Op) -> (StatusCode, Vec<u8>,
                     .put(url("/v2/team-a/app/manifests/pushed"))
                     .header("content-type", OCI_MANIFEST)
                     .body(m);
-                send(s, auth, req).await
+                send(auth, req).await
             }
         }
         Op::Mount => {
@@ -302,19 +294,18 @@ async fn run(s: &Server, auth: &Option<String>, op: Op) -> (StatusCode, Vec<u8>,
                 "/v2/team-a/mounted/blobs/uploads/?mount={}&from=team-a/app",
                 s.layer
             )));
-            send(s, auth, req).await
+            send(auth, req).await
         }
         Op::Delete => {
             let req = h.delete(url(&format!(
                 "/v2/team-a/app/manifests/{}",
                 s.manifest_digest
             )));
-            send(s, auth, req).await
+            send(auth, req).await
         }
-        Op::Tags => send(s, auth, h.get(url("/v2/team-a/app/tags/list"))).await,
+        Op::Tags => send(auth, h.get(url("/v2/team-a/app/tags/list"))).await,
         Op::Referrers => {
             send(
-                s,
                 auth,
                 h.get(url(&format!(
                     "/v2/team-a/app/referrers/{}",
@@ -323,8 +314,8 @@ async fn run(s: &Server, auth: &Option<String>, op: Op) -> (StatusCode, Vec<u8>,
             )
             .await
         }
-        Op::Catalog => send(s, auth, h.get(url("/v2/_catalog"))).await,
-        Op::AdminApi => send(s, auth, h.get(url("/admin/v1/encryption"))).await,
+        Op::Catalog => send(auth, h.get(url("/v2/_catalog"))).await,
+        Op::AdminApi => send(auth, h.get(url("/admin/v1/encryption"))).await,
     };
     let status = resp.status();
     let challenge = resp
@@ -376,7 +367,6 @@ async fn nothing_changed(s: &Server, op: Op) {
         Op::Push => {
             let (st, _, _) = {
                 let r = send(
-                    s,
                     &admin,
                     s.http
                         .head(s.valv.url("/v2/team-a/app/manifests/pushed"))
@@ -391,7 +381,6 @@ async fn nothing_changed(s: &Server, op: Op) {
                 "a refused push stored no manifest"
             );
             let r = send(
-                s,
                 &admin,
                 s.http.head(
                     s.valv
@@ -407,7 +396,6 @@ async fn nothing_changed(s: &Server, op: Op) {
         }
         Op::Mount => {
             let r = send(
-                s,
                 &admin,
                 s.http
                     .head(s.valv.url(&format!("/v2/team-a/mounted/blobs/{}", s.layer))),
@@ -421,7 +409,6 @@ async fn nothing_changed(s: &Server, op: Op) {
         }
         Op::Delete => {
             let r = send(
-                s,
                 &admin,
                 s.http
                     .head(s.valv.url("/v2/team-a/app/manifests/v1"))
@@ -608,7 +595,6 @@ async fn a_mount_without_pull_on_from_opens_a_session_and_links_nothing() {
     );
     let auth = Some(format!("Bearer {tok}"));
     let r = send(
-        &s,
         &auth,
         s.http.post(s.valv.url(&format!(
             "/v2/team-b/app/blobs/uploads/?mount={}&from=team-a/app",
@@ -619,7 +605,6 @@ async fn a_mount_without_pull_on_from_opens_a_session_and_links_nothing() {
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let admin = Some(basic("admin", "admin-pw"));
     let r = send(
-        &s,
         &admin,
         s.http
             .head(s.valv.url(&format!("/v2/team-b/app/blobs/{}", s.layer))),
@@ -628,7 +613,6 @@ async fn a_mount_without_pull_on_from_opens_a_session_and_links_nothing() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND, "nothing was linked");
     // Without `from`, the automatic mount is off while access control is on.
     let r = send(
-        &s,
         &auth,
         s.http.post(
             s.valv
@@ -664,7 +648,6 @@ async fn api_base_challenges_anonymous_and_health_stays_open() {
         Some("Bearer realm=\"http://127.0.0.1:9/token\",service=\"valv-matrix\"")
     );
     let r = send(
-        &s,
         &Some(basic("reader", "reader-pw")),
         s.http.get(s.valv.url("/v2/")),
     )
@@ -683,7 +666,6 @@ async fn api_base_challenges_anonymous_and_health_stays_open() {
         "Basic YWxpY2U=",
     ] {
         let r = send(
-            &s,
             &Some(bad.into()),
             s.http.get(s.valv.url("/v2/team-a/app/tags/list")),
         )
