@@ -49,7 +49,10 @@ pub async fn handle(
     let query = Query::parse(req.uri().query());
     let principal = gate::admit(app, conn, &route, &req).await?;
     let subject = Subject(principal.subject());
-    let mut resp = dispatch(app, conn, route, &principal, &query, req).await?;
+    // Errors become responses here, so that they carry the subject too.
+    let mut resp = dispatch(app, conn, route, &principal, &query, req)
+        .await
+        .unwrap_or_else(crate::http::reply::error_response);
     resp.extensions_mut().insert(subject);
     Ok(resp)
 }
