@@ -11,6 +11,7 @@ use storage::backend::{self, Backend, OpenError};
 use storage::{Store, StoreError};
 use thiserror::Error;
 
+use crate::auth::Authenticator;
 use crate::config::{AdminSettings, Config, StorageUrl};
 use crate::keys::{KeyStatus, WatchSettings};
 
@@ -52,6 +53,8 @@ pub struct App {
     pub watch: WatchSettings,
     /// The admin API's token (none: disabled) and the identity it reports.
     pub admin: AdminSettings,
+    /// Access control (`[auth]`): who a request is and what it may do.
+    pub auth: Authenticator,
 }
 
 /// Which KEK the registry runs under, so `main` can tell the operator.
@@ -95,6 +98,15 @@ impl App {
         let data_dir = absolute(&config.storage.data_dir)?;
         create_dir(&data_dir, "creating data directory")?;
 
+        // Access control first: a bad htpasswd file or key stops the start before
+        // anything touches the store.
+        let auth = Authenticator::build(&config.auth, &data_dir, config.admin.token.clone())
+            .map_err(|problems| {
+                StartError::Invalid(format!(
+                    "access control ([auth]):\n  {}",
+                    problems.join("\n  ")
+                ))
+            })?;
         let (kek, key_id, source) = open_kek(config, &data_dir).await?;
         let backend = open_objects(config, &data_dir)?;
         let store_config = storage::StoreConfig {
@@ -114,6 +126,7 @@ impl App {
                     .ok()
                     .filter(|v| !v.is_empty()),
             },
+            auth,
         };
         Ok((app, source))
     }

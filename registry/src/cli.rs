@@ -176,6 +176,14 @@ pub struct ServeArgs {
     /// [env: VALV_OUTAGE_GRACE] [default: 900]
     #[arg(long, value_name = "SECS")]
     pub outage_grace: Option<u64>,
+    /// htpasswd file of bcrypt entries (htpasswd -B): turns Basic auth on
+    /// [env: VALV_HTPASSWD]
+    #[arg(long, value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
+    /// Bearer token auth with the built-in token endpoint /auth/token, for the
+    /// htpasswd users [env: VALV_TOKEN_AUTH=1]
+    #[arg(long)]
+    pub token_auth: bool,
 }
 
 impl ServeArgs {
@@ -189,6 +197,8 @@ impl ServeArgs {
             key_check_interval_secs: self.key_check_interval,
             rotation_poll_interval_secs: self.rotation_poll_interval,
             outage_grace_secs: self.outage_grace,
+            htpasswd: self.htpasswd.clone(),
+            token_auth: self.token_auth,
         }
     }
 }

@@ -9,12 +9,15 @@
 //!   and the settings; no globals).
 //! - [`http`]: serving. [`http::server`] (accept loop, connection limit, graceful
 //!   shutdown, access log) → [`http::routes`] (method + path → typed route) →
-//!   [`http::gate`] (where authentication will run, then the key gate) →
+//!   [`http::gate`] (authentication and authorization through [`auth`], then the key gate) →
 //!   [`http::handlers`] (thin: parse, call one store operation, build the response; the
 //!   admin API is [`http::handlers::admin`]) → [`http::reply`] and [`http::errors`]
 //!   (the response builder; the OCI error codes, envelope and `StoreError` mapping).
 //!   Edge parsers beside them: [`http::query`], [`http::range`], [`http::manifest`],
 //!   and [`http::body`] (streamed request and response bodies).
+//! - [`auth`]: access control: authentication (htpasswd Basic, bearer tokens, client
+//!   certificates), authorization (the policy), the built-in token issuer, failure
+//!   rate limits. No HTTP types beyond header bytes; `http::gate` calls it.
 //! - [`keys`]: the key lifecycle. [`keys::state`] (the key state every request reads,
 //!   the watch settings) and [`keys::watcher`] (probe, revoke, recover, rotate).
 //! - [`commands`]: the one-shot subcommands: [`commands::kek`] (`valv kek …` for
@@ -24,6 +27,7 @@
 //! `config`; nothing below `http` imports it.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;

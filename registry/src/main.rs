@@ -90,6 +90,11 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     });
+    // The htpasswd file is reloaded when it changes (a bad new file keeps the old).
+    let htpasswd = tokio::spawn({
+        let app = app.clone();
+        async move { app.auth.watch_htpasswd().await }
+    });
     let (stop_watcher, watcher_stopped) = tokio::sync::oneshot::channel::<()>();
     let watcher = tokio::spawn({
         let app = app.clone();
@@ -113,6 +118,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let _ = stop_watcher.send(());
     let _ = watcher.await;
     sweeps.abort();
+    htpasswd.abort();
     served?;
     tracing::info!("stopped");
     Ok(())

@@ -31,6 +31,14 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of `key`, in order (`scope` may repeat).
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.pairs
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Pagination `n`: a non-negative integer. Fails with PAGINATION_NUMBER_INVALID.
     pub fn page_size(&self) -> Result<Option<usize>, ApiError> {
         match self.get("n") {

@@ -80,8 +80,9 @@ impl Reply {
 pub fn error_response(e: ApiError) -> Response<Body> {
     let json = e.body();
     let mut r = Reply::new(e.status).bytes("application/json; charset=utf-8", Bytes::from(json));
+    // Appended, not inserted: a 401 may carry more than one challenge.
     for (name, value) in e.headers {
-        r.resp.headers_mut().insert(name, value);
+        r.resp.headers_mut().append(name, value);
     }
     r.build()
 }

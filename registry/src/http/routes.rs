@@ -22,6 +22,9 @@ pub enum Route {
     AdminRotateKey,
     /// `POST /admin/v1/storage/sweep`: crash cleanup now (see [`storage::Store::sweep`]).
     AdminSweep,
+    /// `GET|POST /auth/token`: the built-in token endpoint (distribution token spec;
+    /// POST is the OAuth2 form). Served only while the built-in issuer is on.
+    AuthToken { post: bool },
     /// `GET /v2/`: API version check (end-1).
     ApiBase,
     /// `GET /v2/_catalog`.
@@ -100,6 +103,7 @@ enum Resource<'a> {
     AdminEncryption,
     AdminRotateKey,
     AdminSweep,
+    AuthToken,
     ApiBase,
     Catalog,
     Tags(&'a str),
@@ -119,6 +123,7 @@ impl Resource<'_> {
             | Resource::Tags(_)
             | Resource::Referrers(..) => "GET",
             Resource::AdminRotateKey | Resource::AdminSweep => "POST",
+            Resource::AuthToken => "GET, POST",
             Resource::Manifest(..) => "GET, HEAD, PUT, DELETE",
             Resource::Blob(..) => "GET, HEAD, DELETE",
             Resource::Uploads(_) => "POST",
@@ -147,6 +152,11 @@ pub fn route(method: &Method, path: &str) -> Result<Route, RouteError> {
         Resource::AdminEncryption if *method == Method::GET => Route::AdminEncryption,
         Resource::AdminRotateKey if *method == Method::POST => Route::AdminRotateKey,
         Resource::AdminSweep if *method == Method::POST => Route::AdminSweep,
+        Resource::AuthToken if *method == Method::GET || *method == Method::POST => {
+            Route::AuthToken {
+                post: *method == Method::POST,
+            }
+        }
         Resource::ApiBase if get_or_head => Route::ApiBase,
         Resource::Catalog if *method == Method::GET => Route::Catalog,
         Resource::Tags(name) if *method == Method::GET => Route::ListTags { repo: repo(name)? },
@@ -221,6 +231,7 @@ fn resource(path: &str) -> Option<Resource<'_>> {
         "/admin/v1/encryption" => return Some(Resource::AdminEncryption),
         "/admin/v1/encryption/rotate-key" => return Some(Resource::AdminRotateKey),
         "/admin/v1/storage/sweep" => return Some(Resource::AdminSweep),
+        "/auth/token" => return Some(Resource::AuthToken),
         "/v2" | "/v2/" => return Some(Resource::ApiBase),
         "/v2/_catalog" => return Some(Resource::Catalog),
         _ => {}
@@ -304,6 +315,18 @@ mod tests {
         assert_eq!(ok(Method::GET, "/v2/_catalog"), Route::Catalog);
         assert_eq!(ok(Method::GET, "/healthz"), Route::Healthz);
         assert_eq!(ok(Method::GET, "/readyz"), Route::Readyz);
+        assert_eq!(
+            ok(Method::GET, "/auth/token"),
+            Route::AuthToken { post: false }
+        );
+        assert_eq!(
+            ok(Method::POST, "/auth/token"),
+            Route::AuthToken { post: true }
+        );
+        assert!(matches!(
+            route(&Method::DELETE, "/auth/token"),
+            Err(RouteError::MethodNotAllowed { .. })
+        ));
     }
 
     #[test]

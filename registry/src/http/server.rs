@@ -21,7 +21,7 @@ use crate::app::App;
 use crate::http::body::{Body, RequestBody};
 use crate::http::conn::Connection;
 use crate::http::errors::{name_error, ApiError, ErrorCode};
-use crate::http::handlers::handle;
+use crate::http::handlers::{handle, Subject};
 use crate::http::reply::error_response;
 use crate::http::routes::{route, RouteError};
 use crate::{API_VERSION, API_VERSION_HEADER};
@@ -141,9 +141,10 @@ async fn serve_connection(
     }
 }
 
-/// Routes and handles one request, and logs it: method, path, status, response bytes,
-/// duration. Never the body, the query (it may carry nothing secret today, but logs
-/// outlive today), or any header value.
+/// Routes and handles one request, and logs it: method, path, status, the
+/// authenticated subject (a name, `anonymous` or `-`), response bytes, duration. Never
+/// the body, the query (the token endpoint's may carry a password), or any header
+/// value.
 async fn serve_request(app: &App, conn: &Connection, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
@@ -168,6 +169,11 @@ async fn serve_request(app: &App, conn: &Connection, req: Request<Incoming>) -> 
         resp.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
+    let subject = resp
+        .extensions_mut()
+        .remove::<Subject>()
+        .map(|s| s.0)
+        .unwrap_or_else(|| "-".to_owned());
     let bytes = resp
         .headers()
         .get(CONTENT_LENGTH)
@@ -179,6 +185,7 @@ async fn serve_request(app: &App, conn: &Connection, req: Request<Incoming>) -> 
         %method,
         %path,
         status = resp.status().as_u16(),
+        %subject,
         bytes = bytes.unwrap_or(0),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
         "request"

@@ -15,9 +15,10 @@
 //!   ended upload sessions and local staging files older than `N` seconds (default:
 //!   `storage.orphan_grace_secs`). Answers the sweep's report.
 //!
-//! Enabled only when an admin token is configured (`[admin] token`,
-//! `VALV_ADMIN_TOKEN`); requests carry it as `Authorization: Bearer <token>`, compared
-//! in constant time. Without a token, `/admin/*` does not exist (404). The admin API is
+//! Enabled when an admin token is configured (`[admin] token`, `VALV_ADMIN_TOKEN`;
+//! requests carry it as `Authorization: Bearer <token>`, compared in constant time) or
+//! access control has an admin role (`[auth.admin]`: those users, with their own
+//! credentials). Otherwise `/admin/*` does not exist (404). The admin API is
 //! not behind the key gate that refuses content while the key is revoked.
 //!
 //! Errors are JSON in the shape Azure Resource Manager uses,
@@ -32,16 +33,15 @@
 //! `revoked`, `unavailable`).
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use http::header::WWW_AUTHENTICATE;
 use http::{Request, Response, StatusCode};
 use kms_client::{KeyId, KeyIdKind, KmsError, VersionedKeyId};
 use serde::{Deserialize, Serialize};
-use sha2::Digest as _;
 use storage::keyring::{GenerationState, KeyringDoc};
 use storage::{RotateOutcome, StoreError};
-use subtle::ConstantTimeEq;
 
 use crate::app::App;
+use crate::auth::Principal;
 use crate::http::body::{collect_limited, Body, CollectError, RequestBody};
 use crate::http::reply::{HandlerResult, Reply};
 use crate::keys::KeyState;
@@ -153,33 +153,6 @@ fn kms_failure(e: KmsError) -> AdminError {
     }
 }
 
-/// Checks the bearer token. `Err` is the response to send (401).
-fn authorize(token: &str, req: &Request<RequestBody>) -> Result<(), AdminError> {
-    let presented = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        });
-    // Hashing first makes the comparison independent of the lengths as well.
-    let ok = presented.is_some_and(|p| {
-        let a = sha2::Sha256::digest(p.as_bytes());
-        let b = sha2::Sha256::digest(token.as_bytes());
-        bool::from(a.as_slice().ct_eq(b.as_slice()))
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(AdminError::new(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "the admin API needs Authorization: Bearer <admin token>",
-        ))
-    }
-}
-
 /// What an admin request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminAction {
@@ -190,11 +163,34 @@ pub enum AdminAction {
 
 /// The admin routes' entry point: `Err` only for "no such endpoint" (the admin API
 /// is disabled); every admin error is an `Ok` response in the admin error shape.
-pub async fn handle(app: &App, action: AdminAction, req: Request<RequestBody>) -> HandlerResult {
-    let Some(token) = app.admin.token.as_deref() else {
+///
+/// The gate has authenticated `principal`: the admin token (`Authorization: Bearer`,
+/// compared in constant time), or a user with the admin role (Basic, a client
+/// certificate, or a token of the built-in issuer).
+pub async fn handle(
+    app: &App,
+    principal: &Principal,
+    action: AdminAction,
+    req: Request<RequestBody>,
+) -> HandlerResult {
+    if !app.auth.admin_api_enabled() {
         return Err(crate::http::errors::no_such_endpoint());
-    };
-    if let Err(e) = authorize(token, &req) {
+    }
+    if !app.auth.is_admin(principal) {
+        let authenticated = !matches!(principal, Principal::Open | Principal::Anonymous);
+        let e = if authenticated {
+            AdminError::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "the admin API needs the admin role",
+            )
+        } else {
+            AdminError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "the admin API needs Authorization: Bearer <admin token> or an admin user's credentials",
+            )
+        };
         return Ok(e.response());
     }
     Ok(match action {

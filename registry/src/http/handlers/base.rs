@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::{HandlerResult, Reply};
 use crate::app::App;
+use crate::auth::Principal;
 use crate::http::body::Body;
 use crate::http::query::{encode_value, Query};
 
@@ -56,10 +57,28 @@ struct Catalog<'a> {
     repositories: Vec<&'a str>,
 }
 
-/// `GET /v2/_catalog?n=&last=`: repositories in lexical order.
-pub async fn catalog(app: &App, query: &Query) -> HandlerResult {
+/// `GET /v2/_catalog?n=&last=`: repositories in lexical order, only those the caller
+/// may pull (with access control on), so a page is filled from what it may see and
+/// `Link` says whether more of that follows.
+pub async fn catalog(app: &App, principal: &Principal, query: &Query) -> HandlerResult {
     let n = query.page_size()?;
-    let page = app.store.catalog(n, query.last()).await?;
+    let page = if matches!(principal, Principal::Open) {
+        app.store.catalog(n, query.last()).await?
+    } else {
+        // The store lists names only (never content), so reading them all to filter
+        // costs what an unfiltered page does.
+        let all = app.store.catalog(None, query.last()).await?;
+        let mut items: Vec<_> = all
+            .items
+            .into_iter()
+            .filter(|r| app.auth.lists(principal, r))
+            .collect();
+        let more = n.is_some_and(|n| items.len() > n);
+        if let Some(n) = n {
+            items.truncate(n);
+        }
+        storage::Page { items, more }
+    };
     let repositories: Vec<&str> = page.items.iter().map(|r| r.as_str()).collect();
     let mut reply = Reply::new(StatusCode::OK);
     if let (true, Some(n), Some(last)) = (page.more, n, repositories.last()) {

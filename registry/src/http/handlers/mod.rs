@@ -7,6 +7,7 @@ use http::{HeaderName, Request};
 
 use self::admin::AdminAction;
 use crate::app::App;
+use crate::auth::Principal;
 use crate::http::body::RequestBody;
 use crate::http::conn::Connection;
 use crate::http::errors::{ApiError, ErrorCode};
@@ -20,6 +21,7 @@ mod base;
 mod blobs;
 mod manifests;
 mod tags;
+mod token;
 mod uploads;
 
 /// Header names the spec and Docker clients use (lowercase, as HTTP/1 is case-blind).
@@ -31,7 +33,13 @@ pub mod header_names {
     pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 }
 
-/// Runs the handler for `route`, once the gate has admitted the request.
+/// Who the gate admitted, for the access log (a name, never a credential). The
+/// server reads it from the response's extensions.
+#[derive(Debug, Clone)]
+pub struct Subject(pub String);
+
+/// Runs the handler for `route`, once the gate has admitted the request. The
+/// response carries the caller's [`Subject`].
 pub async fn handle(
     app: &App,
     conn: &Connection,
@@ -39,17 +47,35 @@ pub async fn handle(
     req: Request<RequestBody>,
 ) -> HandlerResult {
     let query = Query::parse(req.uri().query());
-    gate::admit(app, conn, &route, &req)?;
+    let principal = gate::admit(app, conn, &route, &req).await?;
+    let subject = Subject(principal.subject());
+    // Errors become responses here, so that they carry the subject too.
+    let mut resp = dispatch(app, conn, route, &principal, &query, req)
+        .await
+        .unwrap_or_else(crate::http::reply::error_response);
+    resp.extensions_mut().insert(subject);
+    Ok(resp)
+}
+
+async fn dispatch(
+    app: &App,
+    conn: &Connection,
+    route: Route,
+    principal: &Principal,
+    query: &Query,
+    req: Request<RequestBody>,
+) -> HandlerResult {
     match route {
         Route::Healthz => Ok(base::healthz()),
         Route::Readyz => Ok(base::readyz(app)),
         Route::ApiBase => Ok(base::api_base()),
-        Route::AdminEncryption => admin::handle(app, AdminAction::Show, req).await,
-        Route::AdminRotateKey => admin::handle(app, AdminAction::RotateKey, req).await,
-        Route::AdminSweep => admin::handle(app, AdminAction::Sweep, req).await,
-        Route::Catalog => base::catalog(app, &query).await,
-        Route::ListTags { repo } => tags::list(app, &repo, &query).await,
-        Route::Referrers { repo, digest } => tags::referrers(app, &repo, &digest, &query).await,
+        Route::AuthToken { post } => token::handle(app, conn, post, query, req).await,
+        Route::AdminEncryption => admin::handle(app, principal, AdminAction::Show, req).await,
+        Route::AdminRotateKey => admin::handle(app, principal, AdminAction::RotateKey, req).await,
+        Route::AdminSweep => admin::handle(app, principal, AdminAction::Sweep, req).await,
+        Route::Catalog => base::catalog(app, principal, query).await,
+        Route::ListTags { repo } => tags::list(app, &repo, query).await,
+        Route::Referrers { repo, digest } => tags::referrers(app, &repo, &digest, query).await,
         Route::GetManifest {
             repo,
             reference,
@@ -61,10 +87,10 @@ pub async fn handle(
         }
         Route::GetBlob { repo, digest, head } => blobs::get(app, &repo, &digest, head, &req).await,
         Route::DeleteBlob { repo, digest } => blobs::delete(app, &repo, &digest).await,
-        Route::StartUpload { repo } => uploads::start(app, &repo, &query, req).await,
+        Route::StartUpload { repo } => uploads::start(app, principal, &repo, query, req).await,
         Route::UploadStatus { repo, id } => uploads::status(app, &repo, &id).await,
         Route::PatchUpload { repo, id } => uploads::patch(app, &repo, &id, req).await,
-        Route::FinishUpload { repo, id } => uploads::finish(app, &repo, &id, &query, req).await,
+        Route::FinishUpload { repo, id } => uploads::finish(app, &repo, &id, query, req).await,
         Route::CancelUpload { repo, id } => uploads::cancel(app, &repo, &id).await,
     }
 }

@@ -10,6 +10,8 @@ use storage::{Digest, RepositoryName, StoreError, UploadId, UploadStatus};
 use super::header_names::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
 use super::{content_length, header_str, HandlerResult, Reply};
 use crate::app::App;
+use crate::auth::policy::Action;
+use crate::auth::Principal;
 use crate::http::body::request_stream;
 use crate::http::errors::{ApiError, ErrorCode};
 use crate::http::query::Query;
@@ -63,13 +65,14 @@ fn upload_error(repo: &RepositoryName, id: &UploadId, e: StoreError) -> ApiError
 /// (`?digest=`, body is the blob), or a new session.
 pub async fn start(
     app: &App,
+    principal: &Principal,
     repo: &RepositoryName,
     query: &Query,
     req: Request<RequestBody>,
 ) -> HandlerResult {
     if let Some(mount) = query.get("mount") {
         let digest: Digest = mount.parse()?;
-        if let Some(reply) = try_mount(app, repo, &digest, query.get("from")).await? {
+        if let Some(reply) = try_mount(app, principal, repo, &digest, query.get("from")).await? {
             return Ok(reply.build());
         }
         // Not mountable: the spec says to fall back to an ordinary session (202).
@@ -85,17 +88,29 @@ pub async fn start(
 }
 
 /// Links `digest` into `repo` if the client may read it. With `from`, only from that
-/// repository (the spec's mount); without it, from anywhere, since valv is single-tenant
-/// and every client may read every repository (automatic mount). `None` when the blob
-/// is not there to mount.
+/// repository (the spec's mount), and only if the caller may pull `from`; without it,
+/// from anywhere (automatic mount), but only while access control is off (valv is then
+/// single-tenant: every client may read every repository). `None` when the blob is
+/// not there to mount, or the caller may not read where it is: the answer is then an
+/// ordinary upload session, which says nothing about whether the blob exists.
+/// (distribution instead refuses the whole request, 401, without pull on `from`; a
+/// session serves clients better and leaks no more.)
 async fn try_mount(
     app: &App,
+    principal: &Principal,
     repo: &RepositoryName,
     digest: &Digest,
     from: Option<&str>,
 ) -> Result<Option<Reply>, ApiError> {
-    if let Some(from) = from.filter(|f| !f.is_empty()) {
+    let from = from.filter(|f| !f.is_empty());
+    if from.is_none() && !matches!(principal, Principal::Open) {
+        return Ok(None);
+    }
+    if let Some(from) = from {
         let from: RepositoryName = from.parse()?;
+        if !app.auth.allows(principal, Action::Pull, &from) {
+            return Ok(None);
+        }
         match app.store.stat_repo_blob(&from, digest).await {
             Ok(_) => {}
             Err(StoreError::BlobUnknown) => return Ok(None),

@@ -14,6 +14,9 @@ use kms_client::KeyId;
 use serde::Deserialize;
 use thiserror::Error;
 
+pub mod auth;
+pub use auth::AuthConfig;
+
 /// Manifests are collected in memory, so their size is bounded. The spec says a
 /// registry SHOULD accept at least 4 MB, hence the floor.
 pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
@@ -28,6 +31,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub encryption: EncryptionConfig,
     pub admin: AdminConfig,
+    pub auth: AuthConfig,
 }
 
 /// The admin API (`/admin/v1/…`). Without a token it is disabled (404).
@@ -167,6 +171,8 @@ pub struct Overrides {
     pub key_check_interval_secs: Option<u64>,
     pub rotation_poll_interval_secs: Option<u64>,
     pub outage_grace_secs: Option<u64>,
+    pub htpasswd: Option<PathBuf>,
+    pub token_auth: bool,
 }
 
 /// Where the object store lives, parsed from `storage.url` (the storage crate opens it).
@@ -202,6 +208,10 @@ pub mod env {
     pub const TAG_CACHE_TTL_MS: &str = "VALV_TAG_CACHE_TTL_MS";
     pub const ORPHAN_GRACE_SECS: &str = "VALV_ORPHAN_GRACE_SECS";
     pub const ADMIN_TOKEN: &str = "VALV_ADMIN_TOKEN";
+    pub const HTPASSWD: &str = "VALV_HTPASSWD";
+    pub const TOKEN_AUTH: &str = "VALV_TOKEN_AUTH";
+    pub const AUTH_MAX_FAILURES: &str = "VALV_AUTH_MAX_FAILURES";
+    pub const AUTH_WINDOW_SECS: &str = "VALV_AUTH_WINDOW_SECS";
 }
 
 impl Config {
@@ -343,6 +353,28 @@ impl Config {
         if let Some(v) = getenv(env::ADMIN_TOKEN) {
             self.admin.token = Some(v);
         }
+        if let Some(v) = getenv(env::HTPASSWD) {
+            self.auth.htpasswd = Some(PathBuf::from(v));
+        }
+        if let Some(v) = getenv(env::TOKEN_AUTH) {
+            match v.trim() {
+                "1" | "true" => self.auth.enable_token_short_path(),
+                "0" | "false" => {}
+                _ => problems.push(format!("{}: {v:?} is not 1 or 0", env::TOKEN_AUTH)),
+            }
+        }
+        number(
+            &mut self.auth.limits.max_failures,
+            env::AUTH_MAX_FAILURES,
+            getenv,
+            problems,
+        );
+        number(
+            &mut self.auth.limits.window_secs,
+            env::AUTH_WINDOW_SECS,
+            getenv,
+            problems,
+        );
     }
 
     /// Overrides fields from command-line flags (the top layer). A value that does not
@@ -368,6 +400,12 @@ impl Config {
         }
         if let Some(v) = flags.outage_grace_secs {
             self.encryption.outage_grace_secs = v;
+        }
+        if let Some(v) = &flags.htpasswd {
+            self.auth.htpasswd = Some(v.clone());
+        }
+        if flags.token_auth {
+            self.auth.enable_token_short_path();
         }
     }
 
@@ -406,6 +444,7 @@ impl Config {
                 );
             }
         }
+        self.auth.validate(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
