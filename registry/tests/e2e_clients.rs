@@ -24,24 +24,24 @@
 //!   --break-system-packages`, or a venv first on `PATH`).
 //!
 //! `VALV_DOCKER` names the docker CLI to use (default: `docker` on `PATH`); `DOCKER_HOST`
-//! must point at a daemon (scripts/test.sh starts a private one). The docker and skopeo
-//! wrappers and the fetch helpers are shared with e2e_docker.rs: common/clients.rs.
+//! must point at a daemon (scripts/test.sh starts a private one). The docker, skopeo and
+//! podman wrappers and the fetch helpers are shared with e2e_docker.rs and e2e_tls.rs:
+//! common/clients.rs.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use common::clients::{
-    accept_anything_policy, assert_files, assert_pushed, assert_served, build_context,
-    config_digest, fetch, fetch_blob, fetch_manifest, get_manifest, layers, no_proxy, path_str,
-    push_digest, random_bytes, run, run_ok, start_valv, tool_available, Docker, Images, Skopeo,
-    DOCKER_MANIFEST, MIB, OCI_INDEX, OCI_MANIFEST,
+    assert_pushed, assert_served, build_context, config_digest, fetch, fetch_blob, fetch_manifest,
+    get_manifest, layers, no_proxy, path_str, push_digest, random_bytes, run_ok, start_valv,
+    tool_available, Docker, Images, Podman, Skopeo, DOCKER_MANIFEST, MIB, OCI_INDEX, OCI_MANIFEST,
 };
 use common::{sha256, Valv};
 use reqwest::{Client, StatusCode};
@@ -51,109 +51,6 @@ const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
-
-// ---------------------------------------------------------------------------------
-// podman (docker and skopeo: common::clients)
-
-/// podman with a private store (vfs, under a temp dir that is removed on drop, with
-/// every image in it) and an accept-anything policy.
-#[derive(Debug)]
-struct Podman {
-    dir: tempfile::TempDir,
-    policy: tempfile::NamedTempFile,
-}
-
-impl Podman {
-    fn find() -> Option<Podman> {
-        tool_available("podman", &["--version"])?;
-        Some(Podman {
-            dir: tempfile::tempdir().expect("tempdir"),
-            policy: accept_anything_policy(),
-        })
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let d = self.dir.path();
-        let tmp = d.join("tmp");
-        std::fs::create_dir_all(&tmp).expect("podman tmp dir");
-        let auth = d.join("auth.json");
-        if !auth.exists() {
-            std::fs::write(&auth, b"{}").expect("write podman auth file");
-        }
-        let mut cmd = Command::new("podman");
-        cmd.arg("--root")
-            .arg(d.join("root"))
-            .arg("--runroot")
-            .arg(d.join("runroot"))
-            .arg("--tmpdir")
-            .arg(&tmp)
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "file",
-            ])
-            .args(args)
-            // Blob copies go to $TMPDIR (default /var/tmp): keep them in the store dir.
-            .env("TMPDIR", &tmp)
-            // podman fails when $DOCKER_CONFIG (which scripts/test.sh sets) holds no
-            // config.json; an empty auth file of its own also keeps host logins out.
-            .env_remove("DOCKER_CONFIG")
-            .env("REGISTRY_AUTH_FILE", &auth)
-            .stdin(Stdio::null());
-        no_proxy(&mut cmd);
-        cmd
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        run_ok(&mut self.cmd(args))
-    }
-
-    fn policy(&self) -> &str {
-        path_str(self.policy.path())
-    }
-
-    fn image_exists(&self, image: &str) -> bool {
-        run(&mut self.cmd(&["image", "exists", image]))
-            .status
-            .success()
-    }
-
-    /// Reads `paths` from `image`'s root filesystem (`podman image mount`).
-    fn read_files(&self, image: &str, paths: &[&str]) -> BTreeMap<String, Vec<u8>> {
-        let root = PathBuf::from(self.ok(&["image", "mount", image]).trim());
-        let files = std::panic::catch_unwind(|| {
-            paths
-                .iter()
-                .map(|p| {
-                    let file = root.join(p.trim_start_matches('/'));
-                    let data = std::fs::read(&file)
-                        .unwrap_or_else(|e| panic!("read {} of {image}: {e}", file.display()));
-                    ((*p).to_owned(), data)
-                })
-                .collect()
-        });
-        let _ = run(&mut self.cmd(&["image", "unmount", image]));
-        files.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    }
-
-    /// Reads the files of `want` from `image` and checks them ([`assert_files`]).
-    fn assert_files(&self, image: &str, want: &[(&str, &[u8])], what: &str) {
-        let paths: Vec<&str> = want.iter().map(|(p, _)| *p).collect();
-        assert_files(&self.read_files(image, &paths), want, what);
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        // Everything lives under `dir`, which the TempDir removes next; unmounting first
-        // matters only for a storage driver that really mounts (vfs does not).
-        let _ = run(&mut self.cmd(&["image", "unmount", "--all"]));
-        let _ = run(&mut self.cmd(&["rmi", "--all", "--force"]));
-    }
-}
 
 // ---------------------------------------------------------------------------------
 // Content

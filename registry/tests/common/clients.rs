@@ -6,14 +6,15 @@
 //!   skips the test, unless `VALV_E2E=1` (scripts/test.sh sets it), which makes it a
 //!   failure;
 //! - the docker CLI with a private client config ([`Docker`]), the images a test made
-//!   ([`Images`]), skopeo with an accept-anything policy ([`Skopeo`]);
+//!   ([`Images`]), skopeo with an accept-anything policy ([`Skopeo`]), podman with a
+//!   private store ([`Podman`]);
 //! - random content and `FROM scratch` build contexts;
 //! - GETs of manifests and blobs, checked byte for byte against what was pushed.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use super::{client, sha256, Valv};
@@ -285,6 +286,109 @@ impl Skopeo {
             .args(args)
             .stdin(Stdio::null());
         run_ok(no_proxy(&mut cmd))
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// podman
+
+/// podman with a private store (vfs, under a temp dir that is removed on drop, with
+/// every image in it) and an accept-anything policy.
+#[derive(Debug)]
+pub struct Podman {
+    dir: tempfile::TempDir,
+    policy: tempfile::NamedTempFile,
+}
+
+impl Podman {
+    pub fn find() -> Option<Podman> {
+        tool_available("podman", &["--version"])?;
+        Some(Podman {
+            dir: tempfile::tempdir().expect("tempdir"),
+            policy: accept_anything_policy(),
+        })
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let d = self.dir.path();
+        let tmp = d.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("podman tmp dir");
+        let auth = d.join("auth.json");
+        if !auth.exists() {
+            std::fs::write(&auth, b"{}").expect("write podman auth file");
+        }
+        let mut cmd = Command::new("podman");
+        cmd.arg("--root")
+            .arg(d.join("root"))
+            .arg("--runroot")
+            .arg(d.join("runroot"))
+            .arg("--tmpdir")
+            .arg(&tmp)
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "file",
+            ])
+            .args(args)
+            // Blob copies go to $TMPDIR (default /var/tmp): keep them in the store dir.
+            .env("TMPDIR", &tmp)
+            // podman fails when $DOCKER_CONFIG (which scripts/test.sh sets) holds no
+            // config.json; an empty auth file of its own also keeps host logins out.
+            .env_remove("DOCKER_CONFIG")
+            .env("REGISTRY_AUTH_FILE", &auth)
+            .stdin(Stdio::null());
+        no_proxy(&mut cmd);
+        cmd
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        run_ok(&mut self.cmd(args))
+    }
+
+    pub fn policy(&self) -> &str {
+        path_str(self.policy.path())
+    }
+
+    pub fn image_exists(&self, image: &str) -> bool {
+        run(&mut self.cmd(&["image", "exists", image]))
+            .status
+            .success()
+    }
+
+    /// Reads `paths` from `image`'s root filesystem (`podman image mount`).
+    pub fn read_files(&self, image: &str, paths: &[&str]) -> BTreeMap<String, Vec<u8>> {
+        let root = PathBuf::from(self.ok(&["image", "mount", image]).trim());
+        let files = std::panic::catch_unwind(|| {
+            paths
+                .iter()
+                .map(|p| {
+                    let file = root.join(p.trim_start_matches('/'));
+                    let data = std::fs::read(&file)
+                        .unwrap_or_else(|e| panic!("read {} of {image}: {e}", file.display()));
+                    ((*p).to_owned(), data)
+                })
+                .collect()
+        });
+        let _ = run(&mut self.cmd(&["image", "unmount", image]));
+        files.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
+    /// Reads the files of `want` from `image` and checks them ([`assert_files`]).
+    pub fn assert_files(&self, image: &str, want: &[(&str, &[u8])], what: &str) {
+        let paths: Vec<&str> = want.iter().map(|(p, _)| *p).collect();
+        assert_files(&self.read_files(image, &paths), want, what);
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        // Everything lives under `dir`, which the TempDir removes next; unmounting first
+        // matters only for a storage driver that really mounts (vfs does not).
+        let _ = run(&mut self.cmd(&["image", "unmount", "--all"]));
+        let _ = run(&mut self.cmd(&["rmi", "--all", "--force"]));
     }
 }
 
