@@ -234,7 +234,7 @@ fn string(tag: u8, value: &[u8]) -> Option<String> {
             String::from_utf8(value.to_vec()).ok()
         }
         BMP_STRING => {
-            if value.len() % 2 != 0 {
+            if !value.len().is_multiple_of(2) {
                 return None;
             }
             let units: Vec<u16> = value
@@ -244,7 +244,7 @@ fn string(tag: u8, value: &[u8]) -> Option<String> {
             String::from_utf16(&units).ok()
         }
         UNIVERSAL_STRING => {
-            if value.len() % 4 != 0 {
+            if !value.len().is_multiple_of(4) {
                 return None;
             }
             value
