@@ -1,6 +1,7 @@
 //! The one application value every request handler sees: the opened store and the
 //! settings, built from a validated [`Config`]. Nothing is global.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -197,6 +198,45 @@ fn create_dir(path: &Path, what: &'static str) -> Result<(), StartError> {
     })
 }
 
+/// The warning printed when valv listens beyond the loopback interface without TLS or
+/// without authentication, or `None` when neither is missing (or the address is
+/// loopback, where only this machine can connect).
+///
+/// Without TLS, content and any credentials cross the network in the clear (unless a
+/// TLS-terminating proxy on the same host is the only client); without authentication
+/// anyone who can connect can pull, push and delete.
+pub fn exposure_warning(listen: SocketAddr, tls: bool, auth: bool) -> Option<String> {
+    if listen.ip().is_loopback() || (tls && auth) {
+        return None;
+    }
+    let (what, risk) = match (tls, auth) {
+        (false, false) => (
+            "without TLS and without authentication",
+            "anyone who can reach it can pull, push and delete, and everything\n\
+             * crosses the network in plaintext.",
+        ),
+        (false, true) => (
+            "without TLS",
+            "credentials and content cross the network in plaintext.",
+        ),
+        (true, false) => (
+            "without authentication",
+            "anyone who can reach it can pull, push and delete.",
+        ),
+        (true, true) => return None,
+    };
+    Some(format!(
+        "\n\
+         ************************************************************************\n\
+         * WARNING: valv listens on {listen} {what}:\n\
+         * {risk}\n\
+         * Configure TLS (--tls-cert/--tls-key or [server.tls]) and authentication,\n\
+         * or listen on 127.0.0.1 behind a proxy that does both\n\
+         * (see docs/OPERATIONS.md).\n\
+         ************************************************************************\n"
+    ))
+}
+
 /// The notice printed when the embedded default key is in use.
 pub fn dev_key_notice(id: &KeyId, created: bool) -> String {
     let what = if created {
@@ -216,4 +256,42 @@ pub fn dev_key_notice(id: &KeyId, created: bool) -> String {
          * (or VALV_KEY_ID / [encryption] key_id; see docs/OPERATIONS.md).\n\
          ************************************************************************\n"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("socket address")
+    }
+
+    #[test]
+    fn exposure_warning_names_what_is_missing_beyond_loopback() {
+        for loopback in ["127.0.0.1:5000", "127.8.9.10:1", "[::1]:5000"] {
+            for (tls, auth) in [(false, false), (true, false), (false, true), (true, true)] {
+                assert_eq!(
+                    exposure_warning(addr(loopback), tls, auth),
+                    None,
+                    "{loopback}"
+                );
+            }
+        }
+        for exposed in ["0.0.0.0:5000", "[::]:5000", "192.0.2.7:443"] {
+            let both = exposure_warning(addr(exposed), false, false).expect("warned");
+            assert!(both.contains("WARNING") && both.contains(exposed), "{both}");
+            assert!(
+                both.contains("without TLS and without authentication"),
+                "{both}"
+            );
+            let no_tls = exposure_warning(addr(exposed), false, true).expect("warned");
+            assert!(
+                no_tls.contains("without TLS:") && no_tls.contains("plaintext"),
+                "{no_tls}"
+            );
+            let no_auth = exposure_warning(addr(exposed), true, false).expect("warned");
+            assert!(no_auth.contains("without authentication:"), "{no_auth}");
+            assert_eq!(exposure_warning(addr(exposed), true, true), None);
+        }
+    }
 }

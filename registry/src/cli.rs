@@ -184,6 +184,17 @@ pub struct ServeArgs {
     /// htpasswd users [env: VALV_TOKEN_AUTH=1]
     #[arg(long)]
     pub token_auth: bool,
+    /// TLS: the server certificate, PEM (leaf first, then intermediates); needs
+    /// --tls-key [env: VALV_TLS_CERT]
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the certificate's private key, PEM [env: VALV_TLS_KEY]
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// TLS: CA certificates (PEM) that client certificates must chain to (mTLS);
+    /// clients without a certificate are still admitted [env: VALV_TLS_CLIENT_CA]
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -199,6 +210,9 @@ impl ServeArgs {
             outage_grace_secs: self.outage_grace,
             htpasswd: self.htpasswd.clone(),
             token_auth: self.token_auth,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
         }
     }
 }
@@ -218,6 +232,12 @@ mod tests {
             "/d",
             "--storage",
             "memory://",
+            "--tls-cert",
+            "/c.pem",
+            "--tls-key",
+            "/k.pem",
+            "--tls-client-ca",
+            "/ca.pem",
         ])
         .expect("parse");
         let Command::Serve(args) = cli.command else {
@@ -228,6 +248,9 @@ mod tests {
         assert_eq!(o.data_dir, Some(PathBuf::from("/d")));
         assert_eq!(o.storage.as_deref(), Some("memory://"));
         assert_eq!(o.key_id, None);
+        assert_eq!(o.tls_cert, Some(PathBuf::from("/c.pem")));
+        assert_eq!(o.tls_key, Some(PathBuf::from("/k.pem")));
+        assert_eq!(o.tls_client_ca, Some(PathBuf::from("/ca.pem")));
     }
 
     #[test]

@@ -18,6 +18,10 @@
 //! - [`auth`]: access control: authentication (htpasswd Basic, bearer tokens, client
 //!   certificates), authorization (the policy), the built-in token issuer, failure
 //!   rate limits. No HTTP types beyond header bytes; `http::gate` calls it.
+//! - [`tls`]: the listener's TLS: the rustls configuration built from PEM files
+//!   ([`tls::load`]), the handshake that fills a connection's client-certificate subject
+//!   ([`tls::accept`]), and reloading on SIGHUP or file change ([`tls::reload`]). The
+//!   accept loop in [`http::server`] calls it; nothing else does.
 //! - [`keys`]: the key lifecycle. [`keys::state`] (the key state every request reads,
 //!   the watch settings) and [`keys::watcher`] (probe, revoke, recover, rotate).
 //! - [`commands`]: the one-shot subcommands: [`commands::kek`] (`valv kek …` for
@@ -33,6 +37,7 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod tls;
 
 /// The header every response carries, so Docker clients recognise a v2 registry.
 pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";

@@ -9,11 +9,12 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use valv::app::{dev_key_notice, App, KeySource};
+use valv::app::{dev_key_notice, exposure_warning, App, KeySource};
 #[cfg(feature = "dev-keyvault")]
 use valv::cli::DevKeyvaultArgs;
 use valv::cli::{Cli, Command, EncryptionCommand, ServeArgs};
 use valv::config::Config;
+use valv::tls::{reload::Reloader, ServerTls, Sources, TlsFiles};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -55,6 +56,14 @@ fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load(&args.overrides(), &|k| std::env::var(k).ok())?;
+    // TLS files first: a bad certificate should not wait behind creating a dev key.
+    let (tls, reloader) = match TlsFiles::from_config(&config.server.tls) {
+        Some(files) => {
+            let (live, reloader) = start_tls(files)?;
+            (Some(live), Some(reloader))
+        }
+        None => (None, None),
+    };
     let (app, key) = App::build(&config).await?;
     match &key {
         KeySource::DevKey { id, created } => eprintln!("{}", dev_key_notice(id, *created)),
@@ -66,9 +75,23 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
     let addr = listener.local_addr()?;
+    if let Some(warning) = exposure_warning(addr, tls.is_some(), config.auth.enabled()) {
+        eprintln!("{warning}");
+    }
+    // SIGHUP is taken before the listener is announced: its default action is to exit.
+    let reloads = reloader.map(|reloader| {
+        use tokio::signal::unix::{signal, SignalKind};
+        let hup = signal(SignalKind::hangup())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot install a SIGHUP handler; the TLS files reload by polling only")
+            })
+            .ok();
+        tokio::spawn(reloader.run(valv::tls::reload_interval(&config.server.tls), hup))
+    });
     {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}")?;
+        writeln!(out, "listening on {scheme}://{addr}")?;
         out.flush()?;
     }
     let app = Arc::new(app);
@@ -114,14 +137,38 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
                 .await
         }
     });
-    let served = valv::http::server::run(listener, app, shutdown_signal()).await;
+    let served = valv::http::server::run(listener, app, tls, shutdown_signal()).await;
     let _ = stop_watcher.send(());
     let _ = watcher.await;
     sweeps.abort();
     htpasswd.abort();
+    if let Some(reloads) = reloads {
+        reloads.abort();
+    }
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Loads the TLS files (an error names the file) and logs the certificate; returns
+/// the live configuration and the reloader that keeps it current.
+fn start_tls(files: TlsFiles) -> Result<(Arc<ServerTls>, Reloader), valv::tls::TlsError> {
+    let sources = Sources::read(&files)?;
+    let loaded = valv::tls::build(&files, &sources)?;
+    let c = &loaded.cert;
+    tracing::info!(
+        cert_file = %files.cert.display(),
+        subject = %c.subject,
+        serial = %c.serial,
+        not_after = %c.not_after,
+        sha256 = %c.sha256,
+        chain = c.chain_len,
+        client_ca = files.client_ca.as_ref().map(|p| p.display().to_string()),
+        "TLS on: serving this certificate (HTTP/2 and HTTP/1.1)"
+    );
+    let live = Arc::new(ServerTls::new(loaded.config, files.client_ca.is_some()));
+    let reloader = Reloader::new(files, live.clone(), sources.digest());
+    Ok((live, reloader))
 }
 
 /// `valv encryption …`: one admin API call; the JSON on stdout, or the server's

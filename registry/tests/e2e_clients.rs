@@ -24,8 +24,9 @@
 //!   --break-system-packages`, or a venv first on `PATH`).
 //!
 //! `VALV_DOCKER` names the docker CLI to use (default: `docker` on `PATH`); `DOCKER_HOST`
-//! must point at a daemon (scripts/test.sh starts a private one). The docker and skopeo
-//! wrappers and the fetch helpers are shared with e2e_docker.rs: common/clients.rs.
+//! must point at a daemon (scripts/test.sh starts a private one). The docker, skopeo and
+//! podman wrappers and the fetch helpers are shared with e2e_docker.rs and e2e_tls.rs:
+//! common/clients.rs.
 
 mod common;
 

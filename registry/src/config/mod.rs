@@ -87,6 +87,35 @@ pub struct ServerConfig {
     pub header_read_timeout_secs: u64,
     /// Largest manifest accepted (413 above it).
     pub max_manifest_bytes: usize,
+    /// TLS on the listener (`[server.tls]`); off unless a certificate and key are set.
+    pub tls: TlsConfig,
+}
+
+/// `[server.tls]`: the listener's certificate, and client certificates (mTLS).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM: the server certificate, followed by any intermediates. Set with `key_file`
+    /// (both or neither); both set = the listener speaks only TLS.
+    pub cert_file: Option<PathBuf>,
+    /// PEM: the certificate's private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key_file: Option<PathBuf>,
+    /// PEM: CA certificates client certificates must chain to. Clients are asked for a
+    /// certificate but may connect without one.
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the files are checked for new contents to reload; 0 = only on SIGHUP.
+    pub reload_interval_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            reload_interval_secs: 2,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -97,6 +126,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             header_read_timeout_secs: 30,
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -173,6 +203,9 @@ pub struct Overrides {
     pub outage_grace_secs: Option<u64>,
     pub htpasswd: Option<PathBuf>,
     pub token_auth: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// Where the object store lives, parsed from `storage.url` (the storage crate opens it).
@@ -212,6 +245,10 @@ pub mod env {
     pub const TOKEN_AUTH: &str = "VALV_TOKEN_AUTH";
     pub const AUTH_MAX_FAILURES: &str = "VALV_AUTH_MAX_FAILURES";
     pub const AUTH_WINDOW_SECS: &str = "VALV_AUTH_WINDOW_SECS";
+    pub const TLS_CERT: &str = "VALV_TLS_CERT";
+    pub const TLS_KEY: &str = "VALV_TLS_KEY";
+    pub const TLS_CLIENT_CA: &str = "VALV_TLS_CLIENT_CA";
+    pub const TLS_RELOAD_INTERVAL_SECS: &str = "VALV_TLS_RELOAD_INTERVAL_SECS";
 }
 
 impl Config {
@@ -375,6 +412,21 @@ impl Config {
             getenv,
             problems,
         );
+        if let Some(v) = getenv(env::TLS_CERT) {
+            self.server.tls.cert_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = getenv(env::TLS_KEY) {
+            self.server.tls.key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = getenv(env::TLS_CLIENT_CA) {
+            self.server.tls.client_ca_file = Some(PathBuf::from(v));
+        }
+        number(
+            &mut self.server.tls.reload_interval_secs,
+            env::TLS_RELOAD_INTERVAL_SECS,
+            getenv,
+            problems,
+        );
     }
 
     /// Overrides fields from command-line flags (the top layer). A value that does not
@@ -407,6 +459,15 @@ impl Config {
         if flags.token_auth {
             self.auth.enable_token_short_path();
         }
+        if let Some(v) = &flags.tls_cert {
+            self.server.tls.cert_file = Some(v.clone());
+        }
+        if let Some(v) = &flags.tls_key {
+            self.server.tls.key_file = Some(v.clone());
+        }
+        if let Some(v) = &flags.tls_client_ca {
+            self.server.tls.client_ca_file = Some(v.clone());
+        }
     }
 
     /// Checks every setting; the error lists all problems found.
@@ -427,6 +488,7 @@ impl Config {
                 "server.max_manifest_bytes must be between {MIN_MAX_MANIFEST_BYTES} and {MAX_MAX_MANIFEST_BYTES} (got {m})"
             ));
         }
+        problems.extend(self.server.tls.problems());
         if self.storage.data_dir.as_os_str().is_empty() {
             problems.push("storage.data_dir must not be empty".into());
         }
@@ -450,6 +512,42 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+}
+
+impl TlsConfig {
+    /// What is wrong with the TLS settings as a whole (the files themselves are read
+    /// and checked when the listener starts).
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let empty = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str().is_empty());
+        for (name, p) in [
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+            ("client_ca_file", &self.client_ca_file),
+        ] {
+            if empty(p) {
+                problems.push(format!("server.tls.{name} must not be empty"));
+            }
+        }
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert), None) => problems.push(format!(
+                "server.tls.cert_file ({}) is set without server.tls.key_file (--tls-key, VALV_TLS_KEY): set both or neither",
+                cert.display()
+            )),
+            (None, Some(key)) => problems.push(format!(
+                "server.tls.key_file ({}) is set without server.tls.cert_file (--tls-cert, VALV_TLS_CERT): set both or neither",
+                key.display()
+            )),
+            _ => {}
+        }
+        if let (Some(ca), None) = (&self.client_ca_file, &self.cert_file) {
+            problems.push(format!(
+                "server.tls.client_ca_file ({}) needs TLS: set server.tls.cert_file and key_file too",
+                ca.display()
+            ));
+        }
+        problems
     }
 }
 
@@ -680,6 +778,60 @@ mod tests {
         let mut c = Config::default();
         c.admin.token = Some("has space".into());
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn tls_settings_layer_and_are_checked_together() {
+        let c = Config::from_toml(
+            "[server.tls]\ncert_file = \"/etc/valv/cert.pem\"\nkey_file = \"/etc/valv/key.pem\"\nreload_interval_secs = 0\n",
+        )
+        .expect("parse");
+        assert_eq!(
+            c.server.tls.cert_file,
+            Some(PathBuf::from("/etc/valv/cert.pem"))
+        );
+        assert_eq!(c.server.tls.reload_interval_secs, 0);
+        assert!(c.validate().is_ok());
+        assert!(Config::from_toml("[server.tls]\ncert = \"x\"\n").is_err());
+        assert_eq!(Config::default().server.tls.reload_interval_secs, 2);
+
+        // Flags beat the environment; every problem is reported at once.
+        let getenv = |k: &str| match k {
+            env::TLS_KEY => Some("/env/key.pem".to_string()),
+            env::TLS_CLIENT_CA => Some("/env/ca.pem".to_string()),
+            env::TLS_RELOAD_INTERVAL_SECS => Some("soon".to_string()),
+            _ => None,
+        };
+        let Err(ConfigError::Invalid(problems)) = Config::load(&Overrides::default(), &getenv)
+        else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("VALV_TLS_RELOAD_INTERVAL_SECS")));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("/env/key.pem") && p.contains("without server.tls.cert_file")));
+        assert!(problems.iter().any(|p| p.contains("/env/ca.pem")));
+
+        let flags = Overrides {
+            tls_cert: Some("/flag/cert.pem".into()),
+            tls_key: Some("/flag/key.pem".into()),
+            ..Overrides::default()
+        };
+        let getenv = |k: &str| (k == env::TLS_KEY).then(|| "/env/key.pem".to_string());
+        let c = Config::load(&flags, &getenv).expect("load");
+        assert_eq!(c.server.tls.key_file, Some(PathBuf::from("/flag/key.pem")));
+        let flags = Overrides {
+            tls_cert: Some("/flag/cert.pem".into()),
+            ..Overrides::default()
+        };
+        let e = Config::load(&flags, &no_env).unwrap_err().to_string();
+        assert!(
+            e.contains("/flag/cert.pem") && e.contains("without server.tls.key_file"),
+            "{e}"
+        );
     }
 
     #[test]

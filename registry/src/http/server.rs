@@ -1,5 +1,10 @@
-//! The accept loop: HTTP/1.1 over hyper, a bounded number of connections, graceful
+//! The accept loop: a bounded number of connections, TLS when configured, graceful
 //! shutdown, and one log line per request.
+//!
+//! Plain connections speak HTTP/1.1. TLS connections ([`crate::tls::accept`]: the
+//! handshake, bounded by the header-read timeout) speak what ALPN chose, HTTP/2 or
+//! HTTP/1.1, through hyper-util's auto builder; both get the same service, the
+//! header-read timeout (HTTP/1) and the same graceful shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,9 +15,10 @@ use std::time::{Duration, Instant};
 use http::header::CONTENT_LENGTH;
 use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::{Body as _, Incoming};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -24,6 +30,7 @@ use crate::http::errors::{name_error, ApiError, ErrorCode};
 use crate::http::handlers::{handle, Subject};
 use crate::http::reply::error_response;
 use crate::http::routes::{route, RouteError};
+use crate::tls::{Negotiated, ServerTls};
 use crate::{API_VERSION, API_VERSION_HEADER};
 
 /// Serves `listener` until `shutdown` completes, then stops accepting, lets in-flight
@@ -31,8 +38,16 @@ use crate::{API_VERSION, API_VERSION_HEADER};
 /// Cutting is safe: a blob or manifest is committed by one atomic put in the store, so
 /// an interrupted request leaves nothing half-visible.
 ///
+/// With `tls`, every connection is TLS, and each handshake takes the configuration
+/// `tls` holds at that moment (so a reload applies to new connections only).
+///
 /// Fails only if the listener itself fails in a way that is not per-connection.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future) -> io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    tls: Option<Arc<ServerTls>>,
+    shutdown: impl Future,
+) -> io::Result<()> {
     let limit = Arc::new(Semaphore::new(app.settings.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -71,7 +86,8 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future) ->
         }
         connections.spawn(serve_connection(
             stream,
-            Connection::plain(peer),
+            peer,
+            tls.clone(),
             app.clone(),
             stop_rx.clone(),
             permit,
@@ -105,13 +121,60 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future) ->
     Ok(())
 }
 
+/// One connection, from its TLS handshake (if any) to its end; holds its slot
+/// (`_permit`) throughout.
 async fn serve_connection(
     stream: TcpStream,
-    connection: Connection,
+    peer: std::net::SocketAddr,
+    tls: Option<Arc<ServerTls>>,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
+    let Some(tls) = tls else {
+        return serve_http(
+            stream,
+            Connection::plain(peer),
+            Negotiated::Http1,
+            app,
+            stop,
+        )
+        .await;
+    };
+    // The header-read timeout bounds the handshake too: a client that stalls in it
+    // holds a slot just as a slow-header client would.
+    let handshake = crate::tls::accept(&tls, stream, app.settings.header_read_timeout);
+    let accepted = tokio::select! {
+        accepted = handshake => accepted,
+        // Shutting down: no request has started on this connection.
+        _ = async { drop(stop.wait_for(|stopping| *stopping).await) } => return,
+    };
+    match accepted {
+        Ok(accepted) => {
+            let connection = Connection {
+                peer,
+                tls: true,
+                client_subject: accepted.client_subject,
+            };
+            serve_http(accepted.stream, connection, accepted.negotiated, app, stop).await
+        }
+        // Scanners and misconfigured clients fail handshakes all day; a client
+        // certificate from another CA is one of these too.
+        Err(e) => tracing::debug!(%peer, error = %e, "TLS connection not served"),
+    }
+}
+
+/// Serves HTTP on an established connection (plain, or after the TLS handshake) until
+/// the client closes it, or until `stop`, after the request in progress.
+async fn serve_http<I>(
+    io: I,
+    connection: Connection,
+    protocol: Negotiated,
+    app: Arc<App>,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let header_timeout = app.settings.header_read_timeout;
     let connection = Arc::new(connection);
     let service = service_fn(move |req| {
@@ -119,10 +182,19 @@ async fn serve_connection(
         let connection = connection.clone();
         async move { Ok::<_, Infallible>(serve_request(&app, &connection, req).await) }
     });
-    let conn = http1::Builder::new()
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .serve_connection(TokioIo::new(stream), service);
+        .header_read_timeout(header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    // ALPN decided; only a TLS client that offered no ALPN leaves it to detection.
+    let builder = match protocol {
+        Negotiated::Http1 => builder.http1_only(),
+        Negotiated::Http2 => builder.http2_only(),
+        Negotiated::Unspecified => builder,
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {
@@ -141,12 +213,13 @@ async fn serve_connection(
     }
 }
 
-/// Routes and handles one request, and logs it: method, path, status, the
-/// authenticated subject (a name, `anonymous` or `-`), response bytes, duration. Never
-/// the body, the query (the token endpoint's may carry a password), or any header
-/// value.
+/// Routes and handles one request, and logs it: method, path, HTTP version, status,
+/// the authenticated subject (a name, `anonymous` or `-`), response bytes, duration,
+/// and the verified client-certificate subject when there is one. Never the body, the
+/// query (the token endpoint's may carry a password), or any header value.
 async fn serve_request(app: &App, conn: &Connection, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
+    let version = req.version();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let (parts, body) = req.into_parts();
@@ -163,9 +236,10 @@ async fn serve_request(app: &App, conn: &Connection, req: Request<Incoming>) -> 
         HeaderName::from_static(API_VERSION_HEADER),
         HeaderValue::from_static(API_VERSION),
     );
-    if body_end.unread() {
-        // hyper closes a connection whose request body was left unread; saying so
-        // keeps the client from reusing it for its next request (RFC 9112 §9.6).
+    if body_end.unread() && version < http::Version::HTTP_2 {
+        // hyper closes an HTTP/1 connection whose request body was left unread; saying
+        // so keeps the client from reusing it for its next request (RFC 9112 §9.6).
+        // HTTP/2 resets just the stream, and forbids the header.
         resp.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -184,10 +258,12 @@ async fn serve_request(app: &App, conn: &Connection, req: Request<Incoming>) -> 
         target: "valv::access",
         %method,
         %path,
+        ?version,
         status = resp.status().as_u16(),
         %subject,
         bytes = bytes.unwrap_or(0),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        client = conn.client_subject.as_deref(),
         "request"
     );
     resp

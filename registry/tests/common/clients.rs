@@ -6,7 +6,8 @@
 //!   skips the test, unless `VALV_E2E=1` (scripts/test.sh sets it), which makes it a
 //!   failure;
 //! - the docker CLI with a private client config ([`Docker`]), the images a test made
-//!   ([`Images`]), skopeo with an accept-anything policy ([`Skopeo`]);
+//!   ([`Images`]), skopeo with an accept-anything policy ([`Skopeo`]), podman with a
+//!   private store ([`Podman`]);
 //! - random content and `FROM scratch` build contexts;
 //! - GETs of manifests and blobs, checked byte for byte against what was pushed.
 

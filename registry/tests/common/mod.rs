@@ -1,31 +1,35 @@
 //! Test harness shared by the registry's integration tests: starts the real `valv`
 //! binary on 127.0.0.1 with an ephemeral port and talks HTTP to it.
 //!
-//! Readiness is the `listening on http://ADDR` line valv prints on stdout once its
-//! listener is bound, read with a bounded wait (no sleeps).
+//! Readiness is the `listening on http://ADDR` (or `https://ADDR`) line valv prints on
+//! stdout once its listener is bound, read with a bounded wait (no sleeps).
 //!
 //! [`clients`] holds what the end-to-end tests with real client tools (docker, skopeo)
-//! share.
+//! share; [`tls`] the test certificate authorities, valv with TLS, and clients that
+//! trust a test CA.
 
 #![allow(dead_code)]
 
 pub mod auth;
 pub mod clients;
 pub mod keyvault;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// A running valv process. Killed (SIGKILL) on drop.
 #[derive(Debug)]
 pub struct Valv {
     pub child: Child,
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT`, or `https://…` with TLS
     pub base: String,
     pub data_dir: PathBuf,
+    /// valv's stderr, when the test asked to read it ([`Valv::spawn_logged`]).
+    pub logs: Option<Logs>,
     /// The stdout lines after the readiness line keep being drained by this thread, so
     /// the child never blocks on a full pipe.
     _drain: Option<std::thread::JoinHandle<()>>,
@@ -60,10 +64,34 @@ impl Valv {
         Self::spawn(cmd, data_dir)
     }
 
+    /// [`Valv::spawn`] with valv's stderr captured into [`Valv::logs`] (and echoed to
+    /// the test's stderr), so a test can wait for a log line.
+    pub fn spawn_logged(mut cmd: Command, data_dir: &Path) -> Valv {
+        cmd.stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn valv");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let logs = Logs::default();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                sink.push(&line);
+            }
+        });
+        let mut valv = Self::ready(child, data_dir);
+        valv.logs = Some(logs);
+        valv
+    }
+
     /// Spawns `cmd` (a `valv serve` with stdout piped) and waits, bounded, for its
     /// "listening on" line.
     pub fn spawn(mut cmd: Command, data_dir: &Path) -> Valv {
-        let mut child = cmd.spawn().expect("spawn valv");
+        let child = cmd.spawn().expect("spawn valv");
+        Self::ready(child, data_dir)
+    }
+
+    fn ready(mut child: Child, data_dir: &Path) -> Valv {
         let stdout = child.stdout.take().expect("stdout piped");
         let (tx, rx) = mpsc::channel();
         let drain = std::thread::spawn(move || {
@@ -90,6 +118,7 @@ impl Valv {
             child,
             base,
             data_dir: data_dir.to_owned(),
+            logs: None,
             _drain: Some(drain),
         }
     }
@@ -100,7 +129,16 @@ impl Valv {
 
     /// `host:port`, as docker and skopeo want it.
     pub fn host(&self) -> &str {
-        self.base.trim_start_matches("http://")
+        self.base
+            .strip_prefix("https://")
+            .unwrap_or_else(|| self.base.trim_start_matches("http://"))
+    }
+
+    /// The captured stderr ([`Valv::spawn_logged`]).
+    pub fn logs(&self) -> &Logs {
+        self.logs
+            .as_ref()
+            .expect("valv was started with its stderr captured (spawn_logged)")
     }
 
     pub fn pid(&self) -> u32 {
@@ -143,6 +181,70 @@ impl Valv {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmHWM in /proc status")
+    }
+}
+
+/// Lines a process wrote, shared with the thread that reads them; waiting for a line
+/// blocks on a condition variable (woken by each new line) with a deadline.
+#[derive(Debug, Clone, Default)]
+pub struct Logs(Arc<(Mutex<Vec<String>>, Condvar)>);
+
+impl Logs {
+    /// Keeps `line` without its ANSI colour codes (valv's log colours its field names),
+    /// so tests match what a reader sees.
+    fn push(&self, line: &str) {
+        let mut plain = String::with_capacity(line.len());
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // ESC [ parameters... final byte (a letter)
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                plain.push(c);
+            }
+        }
+        let (lines, changed) = &*self.0;
+        lines.lock().unwrap_or_else(|p| p.into_inner()).push(plain);
+        changed.notify_all();
+    }
+
+    /// How many lines so far contain every one of `needles`.
+    pub fn count(&self, needles: &[&str]) -> usize {
+        let lines = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        lines
+            .iter()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+
+    /// Waits until at least `n` lines contain every one of `needles`, for at most
+    /// `timeout`; panics naming them otherwise. Returns the matching lines.
+    pub fn wait_for(&self, needles: &[&str], n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let (lines, changed) = &*self.0;
+        let mut guard = lines.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let found: Vec<String> = guard
+                .iter()
+                .filter(|l| needles.iter().all(|k| l.contains(k)))
+                .cloned()
+                .collect();
+            if found.len() >= n {
+                return found;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                panic!("no {n} log lines with {needles:?} within {timeout:?}");
+            }
+            guard = changed
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 }
 
