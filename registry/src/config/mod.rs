@@ -835,6 +835,49 @@ mod tests {
     }
 
     #[test]
+    fn auth_layers_and_validation() {
+        let c = Config::from_toml(
+            "[auth]\nhtpasswd = \"/etc/valv/htpasswd\"\n[auth.limits]\nmax_failures = 3\n[[auth.rules]]\nrepositories = [\"**\"]\nusers = [\"*\"]\nactions = [\"pull\"]\n",
+        )
+        .expect("parse");
+        assert_eq!(c.auth.htpasswd, Some(PathBuf::from("/etc/valv/htpasswd")));
+        assert_eq!(c.auth.limits.max_failures, 3);
+        assert_eq!(c.auth.rules.len(), 1);
+        assert!(Config::from_toml("[auth]\nhtpasswdd = \"x\"\n").is_err());
+        assert!(Config::from_toml("[auth.token]\nrelm = \"x\"\n").is_err());
+        // The short path: a flag and a variable.
+        let flags = Overrides {
+            htpasswd: Some("/f".into()),
+            token_auth: true,
+            ..Overrides::default()
+        };
+        let c = Config::load(&flags, &no_env).expect("load");
+        assert!(c.auth.token.enabled && c.auth.issuer.enabled);
+        assert_eq!(c.auth.htpasswd, Some(PathBuf::from("/f")));
+        let getenv = |k: &str| match k {
+            env::HTPASSWD => Some("/e".to_string()),
+            env::TOKEN_AUTH => Some("1".to_string()),
+            env::AUTH_WINDOW_SECS => Some("7".to_string()),
+            _ => None,
+        };
+        let c = Config::load(&Overrides::default(), &getenv).expect("load");
+        assert!(c.auth.issuer.enabled && c.auth.limits.window_secs == 7);
+        // Every problem at once: an issuer without users, token auth without keys or
+        // realm, external keys without an issuer name, a zero limit.
+        let mut c = Config::default();
+        c.auth.issuer.enabled = true;
+        c.auth.token.public_keys = vec!["/k.pem".into()];
+        c.auth.limits.window_secs = 0;
+        let Err(ConfigError::Invalid(p)) = c.validate() else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(p.len(), 4, "{p:?}");
+        let getenv = |k: &str| (k == env::TOKEN_AUTH).then(|| "maybe".to_string());
+        let e = Config::load(&Overrides::default(), &getenv).unwrap_err();
+        assert!(e.to_string().contains("VALV_TOKEN_AUTH"), "{e}");
+    }
+
+    #[test]
     fn listen_forms() {
         assert!(check_listen("127.0.0.1:0").is_ok());
         assert!(check_listen("[::1]:5000").is_ok());
