@@ -77,6 +77,10 @@ pub struct AdminArgs {
     /// command lines are visible to other users
     #[arg(long, value_name = "TOKEN", env = "VALV_ADMIN_TOKEN", hide_env = true)]
     pub token: Option<String>,
+    /// PEM file of CA certificates to trust for an https:// URL, besides the built-in
+    /// roots (a registry whose certificate comes from a private CA)
+    #[arg(long, value_name = "FILE", env = "VALV_ADMIN_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Only in a build with the cargo feature `dev-keyvault` (tests turn it on).

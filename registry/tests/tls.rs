@@ -614,3 +614,50 @@ fn bad_tls_files_stop_the_start_with_a_message_naming_the_file() {
         }
     }
 }
+
+/// `valv encryption show` against a TLS listener whose certificate comes from a private
+/// CA: refused for the certificate without `--ca-file`, answered with it.
+#[test]
+fn the_admin_cli_trusts_a_private_ca_with_ca_file() {
+    const ADMIN: &str = "test-only-admin-token";
+    let ca = Ca::new("admin CLI CA");
+    let files = TlsFiles::new(&ca.server("registry"), None);
+    let data = tempfile::tempdir().expect("tempdir");
+    let valv = t::start(data.path(), &files, &[], &[("VALV_ADMIN_TOKEN", ADMIN)]);
+    let ca_file = data.path().join("admin-ca.pem");
+    std::fs::write(&ca_file, &ca.pem).expect("write the CA");
+    let base = valv.url("");
+    let cli = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_valv"))
+            .args(["encryption", "show", "--url", base.trim_end_matches('/')])
+            .args(extra)
+            .env("VALV_ADMIN_TOKEN", ADMIN)
+            .env_remove("VALV_ADMIN_CA_FILE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run valv encryption show")
+    };
+    let refused = cli(&[]);
+    assert!(
+        !refused.status.success(),
+        "an untrusted certificate was accepted"
+    );
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("certificate"), "{why}");
+
+    let shown = cli(&["--ca-file", ca_file.to_str().expect("utf-8 path")]);
+    let out = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(doc["state"], "active", "{doc}");
+
+    let garbage = data.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").expect("write");
+    let bad = cli(&["--ca-file", garbage.to_str().expect("utf-8 path")]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--ca-file"));
+}

@@ -22,6 +22,8 @@ pub enum ClientError {
     Url(String),
     #[error("cannot build the HTTP client: {0}")]
     Client(reqwest::Error),
+    #[error("--ca-file {path}: {reason}")]
+    CaFile { path: String, reason: String },
     #[error("cannot reach {url}: {}", causes(.source))]
     Unreachable { url: String, source: reqwest::Error },
     #[error("{url} did not answer within {TIMEOUT:?}")]
@@ -64,6 +66,21 @@ fn endpoint(base: &str, path: &str) -> Result<Url, ClientError> {
     Ok(joined)
 }
 
+/// The CA certificates of the PEM file `path`; at least one.
+fn trusted_cas(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let bad = |reason: String| ClientError::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| bad(format!("not a PEM certificate bundle: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("holds no PEM certificate".to_owned()));
+    }
+    Ok(certs)
+}
+
 /// A response: status and body.
 #[derive(Debug)]
 pub struct Answer {
@@ -74,17 +91,22 @@ pub struct Answer {
 /// Sends one request and reads the whole response (at most `MAX_RESPONSE_BYTES`).
 async fn request(
     base: &str,
+    ca_file: Option<&std::path::Path>,
     method: Method,
     path: &str,
     token: Option<&str>,
     body: Option<Vec<u8>>,
 ) -> Result<Answer, ClientError> {
     let url = endpoint(base, path)?;
-    let client = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(TIMEOUT)
-        .user_agent(concat!("valv/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(ClientError::Client)?;
+        .user_agent(concat!("valv/", env!("CARGO_PKG_VERSION")));
+    if let Some(file) = ca_file {
+        for cert in trusted_cas(file)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let client = builder.build().map_err(ClientError::Client)?;
     let failed = |source: reqwest::Error| {
         if source.is_timeout() {
             ClientError::Timeout {
@@ -158,7 +180,15 @@ pub async fn run(command: &EncryptionCommand) -> Result<String, ClientError> {
         }
     };
     let token = args.token.as_deref().filter(|t| !t.is_empty());
-    let answer = request(&args.url, method, path, token, body).await?;
+    let answer = request(
+        &args.url,
+        args.ca_file.as_deref(),
+        method,
+        path,
+        token,
+        body,
+    )
+    .await?;
     if !(200..300).contains(&answer.status) {
         return Err(ClientError::Status {
             status: answer.status,
