@@ -8,7 +8,12 @@
 //! - docker push and pull through a private dockerd, with the CA in
 //!   `/etc/docker/certs.d/<host:port>/ca.crt` for the test's port.
 //!
-//! No authentication: these prove transport only.
+//! - docker login, podman login and skopeo `--src-creds`/`--dest-creds` against valv with
+//!   htpasswd users and the built-in token endpoint over the same TLS listener (the
+//!   Bearer challenge's realm is `https://…/auth/token`, so the clients fetch their tokens
+//!   over TLS too).
+//!
+//! The first two prove transport alone; the last, transport and access control together.
 //!
 //! Like e2e_clients.rs and e2e_docker.rs they need tools a plain `cargo test` does not
 //! have, so they are `#[ignore]`d; scripts/test.sh runs them with `VALV_E2E=1`, under
@@ -42,10 +47,17 @@ struct TlsValv {
 }
 
 fn start() -> TlsValv {
+    start_with(|_| Vec::new())
+}
+
+/// [`start`] with more `valv serve` arguments, made from the data directory.
+fn start_with(extra: impl FnOnce(&Path) -> Vec<String>) -> TlsValv {
     let ca = Ca::new("valv e2e CA");
     let files = TlsFiles::new(&ca.server("registry"), None);
     let data = tempfile::tempdir().expect("tempdir");
-    let valv = t::start(data.path(), &files, &[], &[]);
+    let extra = extra(data.path());
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let valv = t::start(data.path(), &files, &extra, &[]);
     let cert_dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(cert_dir.path().join("ca.crt"), &ca.pem).expect("write ca.crt");
     let http = t::client(&ca);
@@ -247,4 +259,165 @@ async fn docker_pushes_and_pulls_over_tls() {
     let logs = v.valv.logs();
     let served = logs.count(&["valv::access", "/v2/tls/docker/"]);
     assert!(served > 0, "docker's requests reached valv over TLS");
+}
+
+const USER: &str = "tls-user";
+const PASSWORD: &str = "tls-e2e-pw";
+
+/// docker login, podman login and skopeo with credentials, over TLS, against htpasswd
+/// users behind the built-in token endpoint: every client follows the Bearer challenge
+/// to `https://<host>/auth/token` by itself, and the content comes back byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs dockerd, podman and skopeo: run by scripts/test.sh"]
+async fn clients_log_in_over_tls_with_the_token_endpoint() {
+    let Some(docker) = Docker::connect() else {
+        return;
+    };
+    let Some(podman) = Podman::find() else { return };
+    let Some(skopeo) = Skopeo::find() else { return };
+    let v = start_with(|dir| {
+        let file = common::auth::htpasswd(dir, &[(USER, PASSWORD)], 5);
+        vec![
+            "--htpasswd".to_owned(),
+            file.display().to_string(),
+            "--token-auth".to_owned(),
+        ]
+    });
+    let host = v.valv.host().to_owned();
+    let Some(_certs) = DockerCertsDir::install(&host, &v.ca.pem) else {
+        return;
+    };
+    // Anonymous: 401 with a Bearer challenge whose realm is on this TLS listener (https,
+    // at the Host the client used).
+    let r = v
+        .http
+        .get(v.valv.url("/v2/"))
+        .send()
+        .await
+        .expect("GET /v2/");
+    assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        challenge.starts_with("Bearer ")
+            && challenge.contains("realm=\"https://")
+            && challenge.contains("/auth/token\""),
+        "{challenge}"
+    );
+
+    // docker: login (password on stdin), push, remove, pull.
+    let payload = random_bytes(902, 2 * MIB + 9);
+    let files: [(&str, &[u8]); 1] = [("/data/payload.bin", &payload)];
+    let ctx = build_context(&files);
+    let image = format!("{host}/secure/docker:1");
+    let mut images = Images::new(&docker);
+    images.track(&image);
+    docker.ok(&["build", "-q", "-t", &image, path_str(ctx.path())]);
+    let refused = run(&mut docker.cmd(&["push", &image]));
+    assert!(!refused.status.success(), "docker push before login");
+    let mut login = docker.cmd(&["login", &host, "-u", USER, "--password-stdin"]);
+    let mut child = login
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker login");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(PASSWORD.as_bytes()).expect("password");
+    }
+    let out = child.wait_with_output().expect("docker login");
+    assert!(
+        out.status.success(),
+        "docker login over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pushed = push_digest(&docker.ok(&["push", &image]));
+    images.remove(&image);
+    docker.ok(&["pull", &image]);
+    docker.assert_files(&image, &files, "docker pull over TLS with a token");
+    let _ = run(&mut docker.cmd(&["logout", &host]));
+
+    // podman: login verifying valv's certificate with the CA, push, remove, pull.
+    let pimage = format!("{host}/secure/podman:1");
+    podman.ok(&[
+        "build",
+        "-q",
+        "--signature-policy",
+        podman.policy(),
+        "-t",
+        &pimage,
+        path_str(ctx.path()),
+    ]);
+    podman.ok(&[
+        "login",
+        "--tls-verify=true",
+        "--cert-dir",
+        v.cert_dir(),
+        "-u",
+        USER,
+        "-p",
+        PASSWORD,
+        &host,
+    ]);
+    podman.ok(&[
+        "push",
+        "--tls-verify=true",
+        "--cert-dir",
+        v.cert_dir(),
+        "--signature-policy",
+        podman.policy(),
+        &pimage,
+    ]);
+    podman.ok(&["rmi", "--all", "--force"]);
+    podman.ok(&[
+        "pull",
+        "--tls-verify=true",
+        "--cert-dir",
+        v.cert_dir(),
+        "--signature-policy",
+        podman.policy(),
+        &pimage,
+    ]);
+    podman.assert_files(&pimage, &files, "podman pull over TLS with a token");
+    let _ = run(&mut podman.cmd(&["logout", &host]));
+
+    // skopeo: copy docker's image with credentials on both sides, certificates checked.
+    let creds = format!("{USER}:{PASSWORD}");
+    skopeo.ok(&[
+        "copy",
+        "--src-tls-verify=true",
+        "--src-cert-dir",
+        v.cert_dir(),
+        "--src-creds",
+        &creds,
+        "--dest-tls-verify=true",
+        "--dest-cert-dir",
+        v.cert_dir(),
+        "--dest-creds",
+        &creds,
+        &format!("docker://{image}"),
+        &format!("docker://{host}/secure/skopeo:1"),
+    ]);
+    let inspected = skopeo.ok(&[
+        "inspect",
+        "--tls-verify=true",
+        "--cert-dir",
+        v.cert_dir(),
+        "--creds",
+        &creds,
+        &format!("docker://{host}/secure/skopeo:1"),
+    ]);
+    assert!(
+        inspected.contains(&pushed),
+        "skopeo copied docker's manifest: {inspected}"
+    );
+    let logs = v.valv.logs();
+    assert!(
+        logs.count(&["valv::access", "subject=token:tls-user"]) > 0,
+        "requests were authenticated by tokens"
+    );
 }
