@@ -88,24 +88,7 @@ async fn round_trip(token: bool) {
         !denied.status.success(),
         "docker push without login is refused"
     );
-    let mut login = docker.cmd(&["login", &host, "-u", USER, "--password-stdin"]);
-    login.stdin(std::process::Stdio::piped());
-    let mut child = login
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("docker login");
-    {
-        use std::io::Write as _;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(PASSWORD.as_bytes()).expect("password");
-    }
-    let out = child.wait_with_output().expect("docker login");
-    assert!(
-        out.status.success(),
-        "docker login: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    docker.login(&host, USER, PASSWORD);
     docker.ok(&["push", &image]);
     images.remove(&image);
     docker.ok(&["pull", &image]);

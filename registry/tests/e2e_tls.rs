@@ -317,24 +317,7 @@ async fn clients_log_in_over_tls_with_the_token_endpoint() {
     docker.ok(&["build", "-q", "-t", &image, path_str(ctx.path())]);
     let refused = run(&mut docker.cmd(&["push", &image]));
     assert!(!refused.status.success(), "docker push before login");
-    let mut login = docker.cmd(&["login", &host, "-u", USER, "--password-stdin"]);
-    let mut child = login
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("docker login");
-    {
-        use std::io::Write as _;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(PASSWORD.as_bytes()).expect("password");
-    }
-    let out = child.wait_with_output().expect("docker login");
-    assert!(
-        out.status.success(),
-        "docker login over TLS: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    docker.login(&host, USER, PASSWORD);
     let pushed = push_digest(&docker.ok(&["push", &image]));
     images.remove(&image);
     docker.ok(&["pull", &image]);

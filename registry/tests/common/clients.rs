@@ -169,6 +169,29 @@ impl Docker {
         run_ok(&mut self.cmd(args))
     }
 
+    /// `docker login host -u user --password-stdin`, the password written to its stdin;
+    /// panics with docker's stderr if it fails.
+    pub fn login(&self, host: &str, user: &str, password: &str) {
+        let mut child = self
+            .cmd(&["login", host, "-u", user, "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("docker login");
+        {
+            use std::io::Write as _;
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(password.as_bytes()).expect("password");
+        }
+        let out = child.wait_with_output().expect("docker login");
+        assert!(
+            out.status.success(),
+            "docker login {host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn image_exists(&self, image: &str) -> bool {
         run(&mut self.cmd(&["image", "inspect", image]))
             .status
