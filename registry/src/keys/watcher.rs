@@ -334,6 +334,10 @@ impl<S: KeyringStore> Watcher<'_, S> {
                 return;
             }
         }
+        // The lease may have been released by a node that has just rotated: read the
+        // keyring again under the lease, so that rotate sees it already current instead
+        // of rewrapping (a wasted vault call, and a lost race at the keyring write).
+        self.reload_if_changed().await;
         let outcome = self.store.rotate(&newest, &key).await;
         if let Err(e) = self.store.release_rotation_lease(holder).await {
             tracing::warn!(error = %e, "cannot release the rotation lease; it expires by itself");
