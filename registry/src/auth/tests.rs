@@ -27,9 +27,13 @@ fn authorization_headers_parse() {
     );
     assert_eq!(
         parse_authorization(b"Bearer abc.def.ghi"),
-        Ok(Credentials::Bearer("abc.def.ghi".into()))
+        Ok(Credentials::Bearer("abc.def.ghi"))
     );
-    let cases: [(&[u8], HeaderError); 9] = [
+    assert_eq!(
+        parse_authorization(b"bearer  a-b_c~d+e/f.G9=="),
+        Ok(Credentials::Bearer("a-b_c~d+e/f.G9=="))
+    );
+    let cases: [(&[u8], HeaderError); 14] = [
         (b"", HeaderError::Scheme),
         (b"Digest x", HeaderError::Scheme),
         (b"Basic", HeaderError::Basic),
@@ -39,6 +43,11 @@ fn authorization_headers_parse() {
         (b"Basic /w==", HeaderError::Basic),     // not UTF-8
         (b"Bearer", HeaderError::Bearer),
         (b"Bearer a b", HeaderError::Bearer),
+        (b"Bearer a\tb", HeaderError::Bearer),
+        (b"Bearer ==", HeaderError::Bearer),
+        (b"Bearer a=b", HeaderError::Bearer),
+        (b"Bearer a,b", HeaderError::Bearer),
+        ("Bearer a\u{a0}b".as_bytes(), HeaderError::Bearer),
     ];
     for (value, want) in cases {
         assert_eq!(
@@ -50,7 +59,8 @@ fn authorization_headers_parse() {
     }
     assert_eq!(parse_authorization(&[0xff, 0xfe]), Err(HeaderError::Scheme));
     // Debug never shows a secret.
-    let c = parse_authorization(&basic("alice:hunter2")).expect("basic");
+    let value = basic("alice:hunter2");
+    let c = parse_authorization(&value).expect("basic");
     assert!(!format!("{c:?}").contains("hunter2"));
 }
 

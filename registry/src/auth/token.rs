@@ -27,8 +27,9 @@ use super::policy::Action;
 
 /// Longest token accepted (distribution's tokens are well under 4 KiB).
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
-/// Verified tokens cached at most.
+/// Verified tokens cached at most, and the token bytes they may hold together.
 const CACHE_CAP: usize = 4096;
+const CACHE_BYTES: usize = 4 << 20;
 
 // ---------------------------------------------------------------------------------
 // Claims
@@ -177,7 +178,7 @@ pub enum TokenError {
 /// A token that verified.
 #[derive(Debug, Clone)]
 pub struct Verified {
-    pub subject: Option<String>,
+    pub subject: Option<std::sync::Arc<str>>,
     pub grants: std::sync::Arc<Grants>,
     pub local: bool,
     pub expires: u64,
@@ -189,7 +190,59 @@ pub struct Verifier {
     keys: Vec<TrustedKey>,
     service: String,
     skew: u64,
-    cache: Mutex<HashMap<[u8; 32], Verified>>,
+    cache: Mutex<Cache>,
+}
+
+/// Tokens that verified, found by a SHA-256 of their signature segment and then
+/// compared whole, in constant time, with the token presented: a hit is always the
+/// very token that verified, and a lookup hashes ~100 bytes instead of the whole
+/// kilobyte-long token (the cached path runs on every request).
+#[derive(Debug, Default)]
+struct Cache {
+    entries: HashMap<[u8; 32], (Box<str>, Verified)>,
+    bytes: usize,
+}
+
+impl Cache {
+    fn key(token: &str) -> [u8; 32] {
+        let signature = token.rsplit_once('.').map_or(token, |(_, s)| s);
+        sha2::Sha256::digest(signature.as_bytes()).into()
+    }
+
+    fn get(&mut self, token: &str, now: u64, skew: u64) -> Option<Verified> {
+        let key = Cache::key(token);
+        let (stored, v) = self.entries.get(&key)?;
+        if !same_bytes(stored.as_bytes(), token.as_bytes()) {
+            return None;
+        }
+        if v.expires + skew > now {
+            return Some(v.clone());
+        }
+        if let Some((t, _)) = self.entries.remove(&key) {
+            self.bytes -= t.len();
+        }
+        None
+    }
+
+    fn insert(&mut self, token: &str, v: Verified, now: u64, skew: u64) {
+        if self.entries.len() >= CACHE_CAP || self.bytes + token.len() > CACHE_BYTES {
+            self.entries.retain(|_, (_, v)| v.expires + skew > now);
+            self.bytes = self.entries.values().map(|(t, _)| t.len()).sum();
+            if self.entries.len() >= CACHE_CAP || self.bytes + token.len() > CACHE_BYTES {
+                self.entries.clear();
+                self.bytes = 0;
+            }
+        }
+        if let Some((old, _)) = self.entries.insert(Cache::key(token), (token.into(), v)) {
+            self.bytes -= old.len();
+        }
+        self.bytes += token.len();
+    }
+}
+
+/// `a == b`, in time that depends only on the lengths.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub fn now_secs() -> u64 {
@@ -231,7 +284,7 @@ impl Verifier {
             keys,
             service,
             skew,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
         }
     }
 
@@ -245,37 +298,16 @@ impl Verifier {
     }
 
     pub fn verify_at(&self, token: &str, now: u64) -> Result<Verified, TokenError> {
-        let id: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-        if let Some(v) = self.cached(&id, now) {
+        if let Some(v) = self.lock_cache().get(token, now, self.skew) {
             return Ok(v);
         }
         let v = self.verify_uncached(token, now)?;
-        self.remember(id, v.clone(), now);
+        self.lock_cache().insert(token, v.clone(), now, self.skew);
         Ok(v)
     }
 
-    fn cached(&self, id: &[u8; 32], now: u64) -> Option<Verified> {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        match cache.get(id) {
-            Some(v) if v.expires + self.skew > now => Some(v.clone()),
-            Some(_) => {
-                cache.remove(id);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn remember(&self, id: [u8; 32], v: Verified, now: u64) {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CACHE_CAP {
-            let skew = self.skew;
-            cache.retain(|_, v| v.expires + skew > now);
-            if cache.len() >= CACHE_CAP {
-                cache.clear();
-            }
-        }
-        cache.insert(id, v);
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn verify_uncached(&self, token: &str, now: u64) -> Result<Verified, TokenError> {
@@ -333,7 +365,7 @@ impl Verifier {
             }
         }
         Ok(Verified {
-            subject: claims.sub.filter(|s| !s.is_empty()),
+            subject: claims.sub.filter(|s| !s.is_empty()).map(Into::into),
             grants: std::sync::Arc::new(Grants::from_access(&claims.access)),
             local: key.local,
             expires: exp,
@@ -420,6 +452,56 @@ mod tests {
         // No kid: tried against every ES256 key.
         let t = s.sign(r#"{"alg":"ES256"}"#, &claims(""));
         assert!(v.verify_at(&t, NOW).is_ok());
+    }
+
+    #[test]
+    fn the_cache_serves_only_the_token_that_verified() {
+        let s = Signer::new();
+        let v = verifier(vec![s.public()]);
+        let h = r#"{"alg":"ES256","kid":"k1"}"#;
+        let t = s.sign(h, &claims(""));
+        assert!(v.verify_at(&t, NOW).is_ok());
+        assert_eq!(v.lock_cache().entries.len(), 1);
+        // The cached token's signature under another payload is looked up under the
+        // same key, and refused: the whole token must match, then the signature.
+        let (_, signature) = t.rsplit_once('.').expect("three segments");
+        let forged = format!(
+            "{}.{}.{signature}",
+            b64(h.as_bytes()),
+            b64(claims("").replace("pull", "push").as_bytes())
+        );
+        assert_eq!(
+            v.verify_at(&forged, NOW).map(|_| ()),
+            Err(TokenError::Signature)
+        );
+        assert!(v.verify_at(&t, NOW).is_ok(), "still cached");
+        // Expired in the cache: refused by the full check, and dropped.
+        assert_eq!(
+            v.verify_at(&t, NOW + 300 + 60).map(|_| ()),
+            Err(TokenError::Expired)
+        );
+        assert!(v.lock_cache().entries.is_empty());
+    }
+
+    #[test]
+    fn the_cache_holds_a_bounded_number_of_bytes() {
+        let s = Signer::new();
+        let v = verifier(vec![s.public()]);
+        let h = r#"{"alg":"ES256","kid":"k1"}"#;
+        // Tokens of ~16 KiB (a long subject): the byte budget, not the entry count,
+        // bounds the cache.
+        let long = "x".repeat(11 * 1024);
+        for i in 0..(CACHE_BYTES / (12 * 1024) + 50) {
+            let t = s.sign(h, &claims(&format!(r#","n":"{long}{i}""#)));
+            assert!(t.len() <= MAX_TOKEN_LEN);
+            assert!(v.verify_at(&t, NOW).is_ok());
+            let c = v.lock_cache();
+            assert!(c.bytes <= CACHE_BYTES, "{} bytes cached", c.bytes);
+            assert_eq!(
+                c.bytes,
+                c.entries.values().map(|(t, _)| t.len()).sum::<usize>()
+            );
+        }
     }
 
     #[test]
