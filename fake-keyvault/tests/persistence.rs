@@ -41,7 +41,10 @@ async fn state_survives_restart() {
         .unwrap();
     let env2 = Env {
         vault,
-        http: reqwest::Client::new(),
+        http: {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::Client::new()
+        },
         token,
     };
     let (status, after) = json_of(env2.get(&format!("/keys/p/{}?{API}", v1.version)).await).await;

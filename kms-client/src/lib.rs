@@ -38,6 +38,19 @@ pub use secret::SecretBytes;
 
 use std::sync::Arc;
 
+/// Makes *ring* the process's rustls crypto provider, once. Every HTTPS client valv
+/// builds takes the process's provider: reqwest's (Key Vault, the admin CLI) and
+/// object_store's (S3, Azure Blob), whose TLS is built without one so that aws-lc is
+/// never linked. Call it before building a client; a provider the embedding program
+/// installed first stays.
+pub fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err only when a provider is installed already, which is what we want.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 

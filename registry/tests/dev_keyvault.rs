@@ -87,6 +87,7 @@ async fn token(http: &reqwest::Client, vault: &DevVault) -> String {
 #[tokio::test]
 async fn dev_keyvault_serves_wraps_and_keeps_its_keys_across_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
+    kms_client::install_tls_provider();
     let http = reqwest::Client::new();
     let mut vault = start(dir.path());
 

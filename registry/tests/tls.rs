@@ -173,6 +173,7 @@ async fn https_push_and_pull_over_http1_and_plain_http_to_the_tls_port_fails_cle
     pull_image(&h1, &valv, "tls/h1", &image, Version::HTTP_11).await;
 
     // Plain HTTP to the TLS port: an error for the client, not a hang or a response.
+    kms_client::install_tls_provider();
     let plain = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(20))

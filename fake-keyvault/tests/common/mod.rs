@@ -34,7 +34,11 @@ impl Env {
         let token = vault.issue_token(OID).unwrap();
         Env {
             vault,
-            http: reqwest::Client::new(),
+            http: {
+                // reqwest's rustls (enabled by the workspace) needs a provider.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                reqwest::Client::new()
+            },
             token,
         }
     }

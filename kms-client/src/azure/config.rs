@@ -100,6 +100,7 @@ impl AzureConfig {
     /// Fails with `Misconfigured` when the CA file cannot be read or holds no PEM
     /// certificate.
     pub fn http_client(&self) -> Result<reqwest::Client, KmsError> {
+        crate::install_tls_provider();
         let mut builder = reqwest::Client::builder();
         if let Some(path) = &self.ca_file {
             let bad = |why: String| {

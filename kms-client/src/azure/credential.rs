@@ -147,7 +147,10 @@ impl Credential {
             imds_endpoint: DEFAULT_IMDS_ENDPOINT.to_owned(),
             timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
-            http: reqwest::Client::new(),
+            http: {
+                crate::install_tls_provider();
+                reqwest::Client::new()
+            },
             cache: Mutex::new(None),
         }
     }

@@ -98,6 +98,7 @@ async fn request(
     body: Option<Vec<u8>>,
 ) -> Result<Answer, ClientError> {
     let url = endpoint(base, path)?;
+    kms_client::install_tls_provider();
     let mut builder = reqwest::Client::builder()
         .timeout(TIMEOUT)
         .user_agent(concat!("valv/", env!("CARGO_PKG_VERSION")));

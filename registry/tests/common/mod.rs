@@ -258,6 +258,7 @@ impl Drop for Valv {
 /// A blocking-free async HTTP client that does not follow redirects (tests assert on
 /// `Location` headers themselves).
 pub fn client() -> reqwest::Client {
+    kms_client::install_tls_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

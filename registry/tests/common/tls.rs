@@ -172,11 +172,10 @@ pub fn start(data_dir: &Path, files: &TlsFiles, extra: &[&str], env: &[(&str, &s
 }
 
 fn builder(ca: &Ca) -> reqwest::ClientBuilder {
+    kms_client::install_tls_provider();
     reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(ca.pem.as_bytes()).expect("CA certificate"),
+        .tls_certs_only(
+            [reqwest::Certificate::from_pem(ca.pem.as_bytes()).expect("CA certificate")],
         )
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
