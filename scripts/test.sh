@@ -6,8 +6,11 @@
 #   2. installs cargo-nextest from the crate registry when it is missing,
 #   3. checks formatting (`cargo fmt --check`) and lints (`cargo clippy -D warnings`),
 #   4. starts a private dockerd (vfs storage, no iptables, no bridge) under a temp dir,
+#      and the object-store servers the storage tests run on: moto's S3 server (PyPI)
+#      and Azurite's blob service (npm), each once, on 127.0.0.1,
 #   5. builds and runs every test of the workspace, the ignored end-to-end ones included,
-#   6. stops dockerd and removes the temp dir, whatever happened.
+#   6. stops dockerd and the object-store servers and removes the temp dir, whatever
+#      happened.
 # A formatting or lint failure fails the run, after the tests have run.
 # It exits non-zero when anything fails. Runnable from any directory, as often as you like.
 #
@@ -23,9 +26,12 @@ cd "$ROOT"
 # podman (real clients), the reference registry (CNCF distribution 2.8.2, which the
 # conformance suite is also run against), python3 + pip (for oras-py), openssl and CA
 # certificates (TLS tests).
-APT_PACKAGES=(docker.io skopeo podman docker-registry python3 python3-pip openssl ca-certificates)
-# Python packages: oras-py, the ORAS client library the artifact tests drive.
-PIP_PACKAGES=(oras==0.2.43)
+APT_PACKAGES=(docker.io skopeo podman docker-registry python3 python3-pip openssl ca-certificates curl)
+# Python packages: oras-py, the ORAS client library the artifact tests drive; moto's
+# server, the S3 the storage tests run on.
+PIP_PACKAGES=(oras==0.2.43 "moto[server]==5.2.5")
+# npm packages: Azurite, the Azure Blob Storage emulator (needs node and npm).
+NPM_PACKAGES=(azurite@3.37.0)
 
 START=$(date +%s)
 declare -a SUMMARY=()
@@ -41,8 +47,15 @@ step_done() {
 
 T=""
 DOCKERD_PID=""
+MOTO_PID=""
+AZURITE_PID=""
 cleanup() {
     local rc=$?
+    for pid in "$MOTO_PID" "$AZURITE_PID"; do
+        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+        fi
+    done
     if [[ -n "$DOCKERD_PID" ]] && kill -0 "$DOCKERD_PID" 2>/dev/null; then
         kill -TERM "$DOCKERD_PID" 2>/dev/null || true
         # Bounded wait for a graceful stop (dockerd unmounts its data root and stops the
@@ -100,15 +113,32 @@ fi
 
 # ---------------------------------------------------------------------------------
 step "python packages: ${PIP_PACKAGES[*]}"
-if python3 -c 'import oras.provider, importlib.metadata as m; assert m.version("oras") == "0.2.43"' 2>/dev/null; then
+if python3 -c 'import oras.provider, moto.server, importlib.metadata as m; assert m.version("oras") == "0.2.43" and m.version("moto") == "5.2.5"' 2>/dev/null; then
     echo "already installed"
     step_done python "already installed"
 else
     # Debian's own python3 is "externally managed" (PEP 668): retry with the flag it asks for.
     python3 -m pip install --quiet --disable-pip-version-check "${PIP_PACKAGES[@]}" ||
         python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "${PIP_PACKAGES[@]}"
-    python3 -c 'import oras.provider'
+    python3 -c 'import oras.provider, moto.server'
     step_done python "installed ${PIP_PACKAGES[*]}"
+fi
+
+# ---------------------------------------------------------------------------------
+step "npm packages: ${NPM_PACKAGES[*]}"
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "node or npm missing; installing Debian's nodejs and npm"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -q -o Acquire::Retries=3 update
+    apt-get -q -y -o Acquire::Retries=3 install --no-install-recommends nodejs npm
+fi
+AZURITE_BLOB="$(npm prefix -g)/bin/azurite-blob"
+if [[ -x "$AZURITE_BLOB" ]] && [[ "$("$AZURITE_BLOB" --version 2>/dev/null)" == 3.37.0 ]]; then
+    echo "already installed"
+    step_done npm "already installed"
+else
+    npm install -g --no-fund --no-audit --loglevel=error "${NPM_PACKAGES[@]}"
+    step_done npm "installed ${NPM_PACKAGES[*]}"
 fi
 
 # ---------------------------------------------------------------------------------
@@ -172,6 +202,42 @@ if [[ "${VALV_TEST_NO_DOCKER:-0}" != 1 ]]; then
     "${VALV_DOCKER:-docker}" version --format 'docker client {{.Client.Version}}, daemon {{.Server.Version}}'
     step_done dockerd "ready, pid $DOCKERD_PID"
 fi
+
+# ---------------------------------------------------------------------------------
+# A free port on 127.0.0.1 (the kernel's choice; the server binds it right after).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+# wait_http <name> <pid> <url> <log>: bounded wait until <url> answers at all.
+wait_http() {
+    for _ in $(seq 1 120); do
+        kill -0 "$2" 2>/dev/null || break
+        if curl -s -o /dev/null "$3"; then return 0; fi
+        sleep 0.5
+    done
+    echo "$1 did not answer at $3 within 60 s; its log:" >&2
+    tail -n 40 "$4" >&2 || true
+    exit 1
+}
+step "object stores (moto S3, Azurite blob)"
+MOTO_PORT=$(free_port)
+python3 -m moto.server -H 127.0.0.1 -p "$MOTO_PORT" >"$T/moto.log" 2>&1 &
+MOTO_PID=$!
+AZURITE_PORT=$(free_port)
+"$AZURITE_BLOB" --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" --location "$T/azurite" \
+    --skipApiVersionCheck --silent >"$T/azurite.log" 2>&1 &
+AZURITE_PID=$!
+wait_http moto "$MOTO_PID" "http://127.0.0.1:$MOTO_PORT/" "$T/moto.log"
+wait_http azurite "$AZURITE_PID" "http://127.0.0.1:$AZURITE_PORT/" "$T/azurite.log"
+# One bucket and one container; every test works under a prefix of its own. The
+# credentials are moto's and Azurite's fixed test ones (test-only, not secrets).
+curl -sf -X PUT "http://127.0.0.1:$MOTO_PORT/valv-test" -o /dev/null
+python3 "$ROOT/scripts/azurite-container.py" "http://127.0.0.1:$AZURITE_PORT" valv-test
+export VALV_TEST_S3_URL=s3://valv-test AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" \
+    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true
+export VALV_TEST_AZURE_URL=az://valv-test AZURE_STORAGE_USE_EMULATOR=true \
+    AZURITE_BLOB_STORAGE_URL="http://127.0.0.1:$AZURITE_PORT"
+step_done objectstores "moto pid $MOTO_PID :$MOTO_PORT, azurite pid $AZURITE_PID :$AZURITE_PORT"
 
 export VALV_E2E=1
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}

@@ -109,7 +109,8 @@ impl App {
                 ))
             })?;
         let (kek, key_id, source) = open_kek(config, &data_dir).await?;
-        let backend = open_objects(config, &data_dir)?;
+        let (backend, url) = open_objects(config, &data_dir)?;
+        backend.probe(&url).await.map_err(start_error)?;
         let store_config = storage::StoreConfig {
             reference_cache_ttl: std::time::Duration::from_millis(config.storage.tag_cache_ttl_ms),
             ..storage::StoreConfig::default()
@@ -164,20 +165,28 @@ async fn open_kek(
 }
 
 /// The object store the configuration names (by default under the data directory).
-fn open_objects(config: &Config, data_dir: &Path) -> Result<Backend, StartError> {
+fn open_objects(config: &Config, data_dir: &Path) -> Result<(Backend, StorageUrl), StartError> {
     let url = config
         .storage
         .url
         .clone()
         .unwrap_or_else(|| StorageUrl::File(data_dir.join("store")));
-    backend::open(&url).map_err(|e| match e {
+    let backend = backend::open(&url).map_err(start_error)?;
+    Ok((backend, url))
+}
+
+fn start_error(e: OpenError) -> StartError {
+    match e {
         OpenError::CreateDir { path, source } => StartError::Io {
             what: "creating storage directory",
             path,
             source,
         },
         OpenError::ObjectStore { url, source } => StartError::ObjectStore { url, source },
-    })
+        OpenError::Unusable { url, reason } => {
+            StartError::Invalid(format!("object storage at {url}: {reason}"))
+        }
+    }
 }
 
 /// file:// key ids need absolute paths, and a relative data dir would silently change

@@ -156,7 +156,7 @@ fn an_unparsable_value_names_its_variable() {
         .arg(dir.path())
         .env("VALV_LISTEN", "no-port")
         .env("VALV_KEY_ID", "ftp://not-a-key")
-        .env("VALV_STORAGE", "s3://bucket/prefix")
+        .env("VALV_STORAGE", "gs://bucket/prefix")
         .env("RUST_LOG", "warn")
         .output()
         .expect("run valv");

@@ -279,7 +279,7 @@ fn unknown_config_key_fails_at_start() {
 
 #[test]
 fn unsupported_storage_url_fails_at_start() {
-    let (ok, stderr) = run_to_exit(&["--storage", "s3://bucket/prefix"]);
+    let (ok, stderr) = run_to_exit(&["--storage", "gs://bucket/prefix"]);
     assert!(!ok);
     assert!(stderr.contains("not available yet"), "{stderr}");
 }
@@ -406,7 +406,11 @@ async fn serve_with_no_arguments_runs_the_embedded_default() {
         let (_, stderr) = valv.finish();
         panic!("valv serve did not start: {stderr}");
     };
-    let r = reqwest::get(format!("{addr}/v2/")).await.expect("GET /v2/");
+    let r = util::client()
+        .get(format!("{addr}/v2/"))
+        .send()
+        .await
+        .expect("GET /v2/");
     assert_eq!(r.status(), 200);
     assert_eq!(
         header(&r, "docker-distribution-api-version"),

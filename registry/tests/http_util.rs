@@ -33,8 +33,17 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Registry {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let valv = Valv::start(dir.path(), &[]);
+        Registry::start_with(&[])
+    }
+
+    /// [`Registry::start`] with extra `valv serve` arguments.
+    pub fn start_with(extra: &[&str]) -> Registry {
+        Registry::start_in(tempfile::tempdir().expect("tempdir"), extra)
+    }
+
+    /// [`Registry::start_with`] on the data directory `dir` (removed when dropped).
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Registry {
+        let valv = Valv::start(dir.path(), extra);
         Registry {
             valv,
             http: client(),

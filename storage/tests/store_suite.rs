@@ -31,7 +31,20 @@ fn expected_leftovers(all: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Whether the store's create-if-absent is atomic under concurrent requests. moto's
+/// S3 server checks and writes in two steps, so the create race is run on the
+/// filesystem, memory and Azurite, not there.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Creates {
+    Atomic,
+    NotAtomicUnderRaces,
+}
+
 async fn run_suite(objects: impl Objects) {
+    run_suite_with(objects, Creates::Atomic).await
+}
+
+async fn run_suite_with(objects: impl Objects, creates: Creates) {
     let key = key_fixture();
     let mut digests = Vec::new();
 
@@ -39,7 +52,9 @@ async fn run_suite(objects: impl Objects) {
     digests.extend(uploads_resume_across_reopen(&objects, &key).await);
     wrong_offset_and_digest_and_cancel(&objects, &key).await;
     digests.extend(manifests_tags_referrers_catalog(&objects, &key).await);
-    digests.extend(concurrent_identical_uploads(&objects, &key).await);
+    if creates == Creates::Atomic {
+        digests.extend(concurrent_identical_uploads(&objects, &key).await);
+    }
 
     // Nothing left behind: delete every blob the suite stored.
     let store = open(&objects, &key).await;
@@ -666,6 +681,22 @@ async fn suite_in_memory() {
 async fn suite_local_filesystem() {
     let (_dir, backend) = url_backend("file://");
     run_suite(backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto's S3 server: the test command (scripts/test.sh) starts it"]
+async fn suite_on_s3() {
+    run_suite_with(
+        cloud_backend("VALV_TEST_S3_URL").await,
+        Creates::NotAtomicUnderRaces,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Azurite: the test command (scripts/test.sh) starts it"]
+async fn suite_on_azure_blob() {
+    run_suite(cloud_backend("VALV_TEST_AZURE_URL").await).await;
 }
 
 /// Any object store, as tests and fault injection wrap one (ranged GETs, whatever the

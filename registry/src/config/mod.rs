@@ -646,7 +646,15 @@ mod tests {
             c.encryption.key_id,
             Some("file:///keys/kek".parse().expect("key id"))
         );
-        let e = Config::from_toml("[storage]\nurl = \"s3://bucket\"\n").unwrap_err();
+        let c = Config::from_toml("[storage]\nurl = \"s3://bucket/valv\"\n").expect("parse");
+        assert_eq!(
+            c.storage.url,
+            Some(StorageUrl::S3 {
+                bucket: "bucket".into(),
+                prefix: "valv".into()
+            })
+        );
+        let e = Config::from_toml("[storage]\nurl = \"gs://bucket\"\n").unwrap_err();
         assert!(e.contains("not available yet") && e.contains("url"), "{e}");
         let e = Config::from_toml("[encryption]\nkey_id = \"ftp://key\"\n").unwrap_err();
         assert!(e.contains("key_id"), "{e}");
@@ -737,7 +745,7 @@ mod tests {
         let getenv = |k: &str| match k {
             env::LISTEN => Some("nope".to_string()),
             env::MAX_CONNECTIONS => Some("0".to_string()),
-            env::STORAGE => Some("s3://bucket/prefix".to_string()),
+            env::STORAGE => Some("gs://bucket/prefix".to_string()),
             _ => None,
         };
         let flags = Overrides {

@@ -1,12 +1,14 @@
 //! Object-store backends, one module per backend: opening one from a parsed storage
 //! URL, and what differs between them behind one interface the store calls.
 //!
-//! - [`StorageUrl`]: `storage.url` parsed (`file:///<dir>`, `memory://`).
+//! - [`StorageUrl`]: `storage.url` parsed (`file:///<dir>`, `memory://`,
+//!   `s3://<bucket>/<prefix>`, `az://<container>/<prefix>`).
 //! - [`open`]: the [`Backend`] a URL names. [`Backend::from_object_store`] wraps any
 //!   other `ObjectStore` (tests: in-memory and fault-injecting stores).
 //! - `local`: the local filesystem, with its own read path (page-cache reads) and the
 //!   sweep of the staging files `object_store` hides from listings.
 //! - `memory`: process memory.
+//! - `cloud`: S3 and Azure Blob Storage, configured from the environment.
 //!
 //! What a backend decides: the part size of multipart data-object writes, how data
 //! objects are read (object_store ranged GETs unless the backend knows better, with its
@@ -34,6 +36,7 @@ use object_store::{GetOptions, GetRange, GetResult, ObjectStore, ObjectStoreExt}
 
 use crate::{Result, StoreError};
 
+mod cloud;
 mod local;
 mod memory;
 
@@ -47,6 +50,54 @@ pub enum StorageUrl {
     File(PathBuf),
     /// Process memory: gone at exit. For tests and demonstrations.
     Memory,
+    /// An S3 bucket (AWS or S3-compatible), objects under `prefix` (no leading or
+    /// trailing `/`; empty for the whole bucket).
+    S3 { bucket: String, prefix: String },
+    /// An Azure Blob Storage container, objects under `prefix`.
+    Azure { container: String, prefix: String },
+}
+
+impl fmt::Display for StorageUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageUrl::File(dir) => write!(f, "file://{}", dir.display()),
+            StorageUrl::Memory => f.write_str("memory://"),
+            StorageUrl::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            StorageUrl::Azure { container, prefix } => write!(f, "az://{container}/{prefix}"),
+        }
+    }
+}
+
+/// `<name>[/<prefix>]` of an object-store url: the bucket or container and the prefix,
+/// with empty path segments refused (they would name other objects than meant).
+fn bucket_and_prefix(url: &str, rest: &str, what: &str) -> Result<(String, String), String> {
+    let (name, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid_name = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !valid_name {
+        return Err(format!(
+            "storage url {url:?}: {what} names are 1 to 63 lowercase letters, digits, '-' and '.'"
+        ));
+    }
+    let prefix = prefix.trim_end_matches('/');
+    if prefix
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+        && !prefix.is_empty()
+    {
+        return Err(format!(
+            "storage url {url:?}: the prefix has an empty, '.' or '..' segment"
+        ));
+    }
+    if url.contains(['?', '#']) {
+        return Err(format!(
+            "storage url {url:?}: no query or fragment; settings come from the environment"
+        ));
+    }
+    Ok((name.to_owned(), prefix.to_owned()))
 }
 
 impl FromStr for StorageUrl {
@@ -63,13 +114,21 @@ impl FromStr for StorageUrl {
             }
             return Ok(StorageUrl::File(PathBuf::from(path)));
         }
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, prefix) = bucket_and_prefix(s, rest, "bucket")?;
+            return Ok(StorageUrl::S3 { bucket, prefix });
+        }
+        if let Some(rest) = s.strip_prefix("az://") {
+            let (container, prefix) = bucket_and_prefix(s, rest, "container")?;
+            return Ok(StorageUrl::Azure { container, prefix });
+        }
         let scheme = s.split_once("://").map_or(s, |(scheme, _)| scheme);
         match scheme {
-            "s3" | "az" | "gs" => Err(format!(
-                "storage url {s:?}: the {scheme}:// backend is not available yet; use file:///<dir> or memory://"
+            "gs" => Err(format!(
+                "storage url {s:?}: the gs:// backend is not available yet; use file:///<dir>, s3://<bucket>/<prefix>, az://<container>/<prefix> or memory://"
             )),
             _ => Err(format!(
-                "storage url {s:?}: expected file:///<dir> or memory://"
+                "storage url {s:?}: expected file:///<dir>, s3://<bucket>/<prefix>, az://<container>/<prefix> or memory://"
             )),
         }
     }
@@ -90,6 +149,9 @@ pub enum OpenError {
         url: String,
         source: object_store::Error,
     },
+    /// The object store opened but cannot serve as valv's store (see [`Backend::probe`]).
+    #[error("object storage at {url}: {reason}")]
+    Unusable { url: String, reason: String },
 }
 
 /// Opens the backend `url` names.
@@ -100,6 +162,8 @@ pub fn open(url: &StorageUrl) -> Result<Backend, OpenError> {
     match url {
         StorageUrl::File(dir) => local::open(dir),
         StorageUrl::Memory => Ok(memory::open()),
+        StorageUrl::S3 { bucket, prefix } => cloud::open_s3(bucket, prefix),
+        StorageUrl::Azure { container, prefix } => cloud::open_azure(container, prefix),
     }
 }
 
@@ -139,6 +203,57 @@ impl Backend {
             driver,
             part_size,
         }
+    }
+
+    /// Proves the object store usable before anything is stored: an object can be
+    /// written, read back and deleted, and a create-only put of an existing object is
+    /// refused. That last one is valv's commit point (an envelope, a link, a lease is
+    /// created only if absent); a store that ignores the condition would let two
+    /// uploads both "win", so it is refused here rather than trusted.
+    ///
+    /// Fails with `Unusable`, naming what failed: a bucket that does not exist, wrong
+    /// credentials, an endpoint that does not answer, no conditional puts.
+    pub async fn probe(&self, url: &StorageUrl) -> Result<(), OpenError> {
+        use object_store::{PutMode, PutOptions, PutPayload};
+        let unusable = |reason: String| OpenError::Unusable {
+            url: url.to_string(),
+            reason,
+        };
+        let nonce: [u8; 8] = rand::random();
+        let path = Path::from(format!(
+            "_valv/probe/{}",
+            nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ));
+        let create = || PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let body = PutPayload::from_static(b"valv probe: safe to delete");
+        self.objects
+            .put_opts(&path, body.clone(), create())
+            .await
+            .map_err(|e| unusable(format!("writing a first object failed: {e}")))?;
+        let second = self.objects.put_opts(&path, body, create()).await;
+        let read = self.objects.get(&path).await;
+        let deleted = self.objects.delete(&path).await;
+        match second {
+            Err(object_store::Error::AlreadyExists { .. }) => {}
+            Ok(_) => {
+                return Err(unusable(
+                    "it accepted a create-only put (If-None-Match: *) of an object that exists; \
+                     valv commits with create-only puts and cannot run on a store without them"
+                        .into(),
+                ))
+            }
+            Err(e) => {
+                return Err(unusable(format!(
+                    "a create-only put of an existing object did not answer \"already exists\": {e}"
+                )))
+            }
+        }
+        read.map_err(|e| unusable(format!("reading back the object it wrote failed: {e}")))?;
+        deleted.map_err(|e| unusable(format!("deleting the object it wrote failed: {e}")))?;
+        Ok(())
     }
 
     /// The object store itself (bytes at paths).
@@ -270,7 +385,39 @@ mod tests {
         );
         assert!("file://relative/dir".parse::<StorageUrl>().is_err());
         assert!("/just/a/path".parse::<StorageUrl>().is_err());
-        assert!("s3://bucket/prefix"
+        assert_eq!(
+            "s3://bucket/team/valv/".parse(),
+            Ok(StorageUrl::S3 {
+                bucket: "bucket".into(),
+                prefix: "team/valv".into()
+            })
+        );
+        assert_eq!(
+            "s3://bucket".parse(),
+            Ok(StorageUrl::S3 {
+                bucket: "bucket".into(),
+                prefix: String::new()
+            })
+        );
+        assert_eq!(
+            "az://registry/valv".parse(),
+            Ok(StorageUrl::Azure {
+                container: "registry".into(),
+                prefix: "valv".into()
+            })
+        );
+        for bad in [
+            "s3://",
+            "s3:///prefix",
+            "s3://Bucket/x",
+            "s3://b/a//b",
+            "s3://b/../x",
+            "s3://b/x?region=eu",
+            "az://c_d/x",
+        ] {
+            assert!(bad.parse::<StorageUrl>().is_err(), "{bad}");
+        }
+        assert!("gs://bucket/prefix"
             .parse::<StorageUrl>()
             .is_err_and(|e| e.contains("not available yet")));
     }

@@ -69,6 +69,28 @@ pub fn url_backend(url: &str) -> (Option<TempDir>, StorageBackend) {
     }
 }
 
+/// A backend on one of the object-store servers `scripts/test.sh` starts: moto's S3
+/// (`VALV_TEST_S3_URL`, e.g. `s3://valv-test`, with the `AWS_*` variables set for it)
+/// or Azurite (`VALV_TEST_AZURE_URL`, with `AZURE_STORAGE_USE_EMULATOR` and
+/// `AZURITE_BLOB_STORAGE_URL`). Each call gets a prefix of its own, so tests share the
+/// bucket and never see each other's objects. Without the variable the test fails:
+/// it is ignored by default and run by the test command, which starts the server.
+pub async fn cloud_backend(variable: &str) -> StorageBackend {
+    let base = std::env::var(variable).unwrap_or_else(|_| {
+        panic!("{variable} is not set: run the test command (scripts/test.sh), which starts the object-store servers")
+    });
+    let nonce: u64 = rand::random();
+    let url: StorageUrl = format!("{}/t-{nonce:016x}", base.trim_end_matches('/'))
+        .parse()
+        .expect("storage url");
+    let backend = storage::backend::open(&url).expect("open backend");
+    backend
+        .probe(&url)
+        .await
+        .expect("the object store passes the probe");
+    backend
+}
+
 /// What a test opens stores over and inspects: a bare object store (opened with
 /// `Backend::from_object_store`, read with ranged GETs) or a backend opened from a URL.
 pub trait Objects {
