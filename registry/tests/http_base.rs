@@ -8,7 +8,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{error_code, header, Registry};
+use util::{error_code, header, run_to_exit_with_env, Registry};
 
 /// Issue 3 acceptance 1: `GET /v2/` answers 200 with the API version header.
 #[tokio::test]
@@ -199,42 +199,6 @@ async fn sigterm_lets_an_in_flight_upload_finish() {
 /// returns the exit success and its stderr.
 fn run_to_exit(args: &[&str]) -> (bool, String) {
     run_to_exit_with_env(args, &[])
-}
-
-fn run_to_exit_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_valv"))
-        .arg("serve")
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(args)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn valv");
-    let mut stderr = child.stderr.take().expect("stderr");
-    // Reading stderr to its end completes when the process exits: that is the exit
-    // notification, waited for with a bound.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        let _ = tx.send(s);
-    });
-    let output = match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("valv {args:?} did not exit by itself");
-        }
-    };
-    let status = child.wait().expect("wait");
-    (status.success(), output)
 }
 
 #[test]

@@ -278,3 +278,41 @@ pub async fn json(r: reqwest::Response) -> serde_json::Value {
     serde_json::from_slice(&body)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&body)))
 }
+
+/// Runs `valv serve` with `args` and extra environment on a fresh data dir, expecting it
+/// to exit by itself within 60 s; returns the exit success and its stderr.
+pub fn run_to_exit_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_valv"))
+        .arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn valv");
+    let mut stderr = child.stderr.take().expect("stderr");
+    // Reading stderr to its end completes when the process exits: that is the exit
+    // notification, waited for with a bound.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        let _ = tx.send(s);
+    });
+    let output = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("valv {args:?} did not exit by itself");
+        }
+    };
+    let status = child.wait().expect("wait");
+    (status.success(), output)
+}

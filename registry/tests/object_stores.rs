@@ -70,40 +70,10 @@ async fn serves_from_azure_blob_and_restarts_on_it() {
     serves_and_restarts_on(&fresh_url("VALV_TEST_AZURE_URL")).await;
 }
 
-/// `valv serve <args>` with extra environment: whether it exited successfully, and its
-/// stderr. Waits a bounded time for the exit.
-fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    use std::io::Read as _;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_valv"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .args(args)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn valv");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        let _ = tx.send(s);
-    });
-    let Ok(output) = rx.recv_timeout(std::time::Duration::from_secs(90)) else {
-        let _ = child.kill();
-        panic!("valv serve {args:?} did not exit within 90 s");
-    };
-    let status = child.wait().expect("wait");
-    (status.success(), output)
-}
-
 #[test]
 #[ignore = "needs moto's S3 server: the test command (scripts/test.sh) starts it"]
 fn an_unknown_bucket_fails_at_start_with_its_name() {
-    let (ok, stderr) = run_to_exit(&["--storage", "s3://no-such-bucket-for-valv/x"], &[]);
+    let (ok, stderr) = run_to_exit_with_env(&["--storage", "s3://no-such-bucket-for-valv/x"], &[]);
     assert!(!ok, "{stderr}");
     assert!(
         stderr.contains("s3://no-such-bucket-for-valv/x"),
@@ -117,7 +87,7 @@ fn an_unknown_bucket_fails_at_start_with_its_name() {
 fn wrong_credentials_fail_at_start() {
     // moto accepts any signature; Azurite checks its account key.
     let url = fresh_url("VALV_TEST_AZURE_URL");
-    let (ok, stderr) = run_to_exit(
+    let (ok, stderr) = run_to_exit_with_env(
         &["--storage", &url],
         &[
             ("AZURE_STORAGE_USE_EMULATOR", "false"),
@@ -150,7 +120,8 @@ fn an_endpoint_that_does_not_answer_fails_at_start() {
     let port = closed.local_addr().expect("addr").port().to_string();
     let endpoint = format!("http://127.0.0.1:{port}");
     let url = fresh_url("VALV_TEST_S3_URL");
-    let (ok, stderr) = run_to_exit(&["--storage", &url], &[("AWS_ENDPOINT_URL", &endpoint)]);
+    let (ok, stderr) =
+        run_to_exit_with_env(&["--storage", &url], &[("AWS_ENDPOINT_URL", &endpoint)]);
     assert!(!ok, "{stderr}");
     assert!(stderr.contains(&endpoint), "{stderr}");
 }
