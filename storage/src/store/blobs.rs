@@ -346,8 +346,13 @@ impl Store {
         .await
     }
 
-    /// Records `repo` in the catalog.
+    /// Records `repo` in the catalog. Catalog entries are never deleted, so one this
+    /// process has seen is not looked up again: a push costs the lookup once per
+    /// repository and process, not once per blob.
     pub(super) async fn mark_repository(&self, repo: &RepositoryName) -> Result<()> {
+        if self.inner.known_repositories.contains(repo.as_str()) {
+            return Ok(());
+        }
         let path = ObjectPath::CatalogEntry(repo).to_path();
         if !objects::exists(self.objects(), &path).await? {
             objects::put_json(
@@ -357,6 +362,7 @@ impl Store {
             )
             .await?;
         }
+        self.inner.known_repositories.insert(repo.as_str());
         Ok(())
     }
 }

@@ -31,6 +31,7 @@ mod clock;
 mod keys;
 mod manifests;
 mod objects;
+mod sealing;
 mod sweep;
 mod uploads;
 
@@ -204,6 +205,31 @@ struct Inner {
     /// its next segment.
     revocation_epoch: Arc<AtomicU64>,
     manifest_cache: cache::ManifestCache<manifests::ManifestLink>,
+    /// Repositories whose catalog entry is known to exist.
+    known_repositories: KnownRepositories,
+}
+
+/// A bounded set of repository names (a catalog entry, once written, stays; forgetting
+/// one only costs a lookup).
+#[derive(Debug, Default)]
+struct KnownRepositories(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl KnownRepositories {
+    /// Names remembered before the set starts over.
+    const LIMIT: usize = 16 * 1024;
+
+    fn contains(&self, name: &str) -> bool {
+        self.0.lock().is_ok_and(|set| set.contains(name))
+    }
+
+    fn insert(&self, name: &str) {
+        if let Ok(mut set) = self.0.lock() {
+            if set.len() >= Self::LIMIT {
+                set.clear();
+            }
+            set.insert(name.to_owned());
+        }
+    }
 }
 
 /// The registry keys, or why there are none.
@@ -247,6 +273,7 @@ impl Store {
                 metrics: StoreMetrics::default(),
                 keyring: RwLock::new(KeySlot::Loaded(Arc::new(keyring))),
                 revocation_epoch: Arc::new(AtomicU64::new(0)),
+                known_repositories: KnownRepositories::default(),
             }),
         })
     }

@@ -36,77 +36,39 @@
 //! data (a repeated commit) is kept as it is; another upload's intact blob makes this
 //! session's data garbage, deleted at once; a broken blob (damaged envelope, missing
 //! or short data objects) is replaced by this one.
+//!
+//! The commit that writes the `Committing` state tidies only what it knows of: the
+//! one state version below its own. Data objects and state versions a killed request
+//! left in the session are removed by the sweep once the tombstone goes; a resumed
+//! commit (a retry, a duplicate) lists the session and removes them at once.
+//!
+//! # One-request pushes
+//! The append that ends a session (a `PUT ?digest=` with a body, or without one)
+//! seals its body and the final segment into one data object and creates the
+//! `Committing` state directly: a blob pushed with `POST` + one `PUT` is one data
+//! object. A monolithic push (`POST ?digest=` with the body, [`Store::put_blob`])
+//! needs no session at all: its body is sealed into one data object of a fresh blob
+//! directory, and creating the envelope is its commit point, as for a manifest. A
+//! crash before that leaves a data object nothing names, which the sweep removes.
+//! docs/PERFORMANCE.md lists the object-store requests of each operation.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::PutPayload;
 use serde::{Deserialize, Serialize};
 
 use super::blobs::Stored;
 use super::objects;
+use super::sealing::{Ending, Sealed};
 use super::{BlobInfo, BodyStream, Store, UploadStatus};
 use crate::crypto::envelope::{DataPart, Envelope};
 use crate::crypto::hash::ResumableHash;
 use crate::crypto::keys::{b64, BlobKeys, Key32, SealedBox, WrappedKey};
-use crate::crypto::segment::{sealed_len, Sealer};
+use crate::crypto::segment::Sealer;
 use crate::names::{Algorithm, Digest, RepositoryName, UploadId};
 use crate::paths::{sequence_of, ObjectPath};
 use crate::{Result, StoreError};
-
-/// Bytes of body a hashing thread may lag behind its upload (memory bound per upload).
-const HASH_LAG_BYTES: usize = 2 * 1024 * 1024;
-
-/// SHA-256 of an upload on a blocking thread of its own, so the costliest per-byte step
-/// runs on one core while the request task receives, seals and writes on the other.
-/// Body chunks are handed over by reference count, never copied; the thread may lag at
-/// most `HASH_LAG_BYTES` behind. Dropping it (an append that failed) ends the thread.
-struct BackgroundHash {
-    tx: tokio::sync::mpsc::UnboundedSender<(Bytes, tokio::sync::OwnedSemaphorePermit)>,
-    lag: std::sync::Arc<tokio::sync::Semaphore>,
-    thread: tokio::task::JoinHandle<ResumableHash>,
-}
-
-impl BackgroundHash {
-    fn start(mut hash: ResumableHash) -> BackgroundHash {
-        let (tx, mut rx) =
-            tokio::sync::mpsc::unbounded_channel::<(Bytes, tokio::sync::OwnedSemaphorePermit)>();
-        let thread = tokio::task::spawn_blocking(move || {
-            while let Some((chunk, _permit)) = rx.blocking_recv() {
-                hash.update(&chunk);
-            }
-            hash
-        });
-        BackgroundHash {
-            tx,
-            lag: std::sync::Arc::new(tokio::sync::Semaphore::new(HASH_LAG_BYTES)),
-            thread,
-        }
-    }
-
-    /// Queues `chunk`; waits while the thread is `HASH_LAG_BYTES` behind.
-    async fn update(&self, chunk: Bytes) -> Result<()> {
-        let cost = u32::try_from(chunk.len().clamp(1, HASH_LAG_BYTES)).unwrap_or(u32::MAX);
-        let permit = self
-            .lag
-            .clone()
-            .acquire_many_owned(cost)
-            .await
-            .map_err(|_| hasher_lost())?;
-        self.tx.send((chunk, permit)).map_err(|_| hasher_lost())
-    }
-
-    /// The state after every queued chunk.
-    async fn finish(self) -> Result<ResumableHash> {
-        drop(self.tx);
-        self.thread.await.map_err(|_| hasher_lost())
-    }
-}
-
-/// The hashing thread panicked (a bug): the append fails and commits nothing.
-fn hasher_lost() -> StoreError {
-    StoreError::Internal("the upload's hashing thread stopped".into())
-}
 
 /// The stored state of an upload session (one version of it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -371,115 +333,19 @@ impl Store {
         id: &UploadId,
         mut session: Session,
         start: Option<u64>,
-        mut body: BodyStream<'_>,
+        body: BodyStream<'_>,
     ) -> Result<Session> {
-        if !session.state.phase.is_open() {
-            return Err(StoreError::UploadUnknown);
-        }
-        if let Some(start) = start {
-            if start != session.state.offset {
-                return Err(StoreError::OffsetMismatch {
-                    current: session.state.offset,
-                });
-            }
-        }
-        let segment_size = session.state.segment_size;
-        let next_index =
-            u32::try_from(session.state.segments).map_err(|_| StoreError::SizeMismatch)?;
-        let mut sealer = Sealer::try_new(
-            session.keys.cipher(),
-            segment_size,
-            next_index,
-            &session.secrets.tail,
-        )
-        .map_err(|_| StoreError::Integrity)?;
-        let hash = BackgroundHash::start(session.secrets.hash.clone());
-        let part_name = format!(
-            "{:06}-{}",
-            session.state.parts.len(),
-            objects::random_hex(8)
-        );
-        let part_path = ObjectPath::DataPart {
-            blob: &session.state.blob,
-            part: &part_name,
-        }
-        .to_path();
-        let mut writer: Option<WriteMultipart> = None;
-        let mut received = 0u64;
-        let mut sealed_here = 0u64;
-        let mut sealed = Vec::new();
-
-        let outcome: Result<()> = async {
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(StoreError::Body)?;
-                received += chunk.len() as u64;
-                // Hashed on another core while this task seals and writes.
-                hash.update(chunk.clone()).await?;
-                sealer.push(&chunk, &mut sealed);
-                if sealed.is_empty() {
-                    continue;
-                }
-                if writer.is_none() {
-                    let upload = self.objects().put_multipart(&part_path).await?;
-                    writer = Some(WriteMultipart::new_with_chunk_size(
-                        upload,
-                        self.backend().part_size(),
-                    ));
-                }
-                if let Some(w) = writer.as_mut() {
-                    for segment in sealed.drain(..) {
-                        sealed_here += 1;
-                        w.put(segment);
-                    }
-                    // Backpressure: do not read more of the body while the object
-                    // store is behind.
-                    w.wait_for_capacity(self.inner.config.max_parts_in_flight)
-                        .await?;
-                }
-            }
-            Ok(())
-        }
-        .await;
-
-        // The hash of everything received (waits for the hashing thread to catch up).
-        let outcome = match outcome {
-            Ok(()) => hash.finish().await,
-            Err(e) => Err(e),
-        };
-        let (written, hash) = match (outcome, writer) {
-            (Ok(hash), Some(w)) => match w.finish().await {
-                Ok(_) => (true, hash),
-                Err(e) => return Err(e.into()),
-            },
-            (Ok(hash), None) => (false, hash),
-            (Err(e), Some(w)) => {
-                let _ = w.abort().await;
-                return Err(e);
-            }
-            (Err(e), None) => return Err(e),
-        };
-        self.metrics()
-            .segments_sealed
-            .fetch_add(sealed_here, std::sync::atomic::Ordering::Relaxed);
-
-        let mut state = session.state.clone();
-        state.offset += received;
-        state.segments += sealed_here;
-        if written {
-            state.parts.push(DataPart {
-                object: part_path.to_string(),
-                segments: sealed_here,
-            });
-        }
-        let secrets = SessionSecrets {
-            tail: sealer.tail().to_vec(),
-            hash,
-        };
-        state.sealed = session.keys.seal_aux(
-            &secrets_aad(id, state.offset, state.segments),
-            &secrets.encode(),
-        );
-        state.updated = Utc::now();
+        let part_path = next_part_path(&session.state);
+        let sealed = self
+            .seal_into(
+                &part_path,
+                session_sealer(&session, start)?,
+                Some(session.secrets.hash.clone()),
+                body,
+                Ending::HoldTail,
+            )
+            .await?;
+        let (state, secrets) = advanced(id, &session, &part_path, sealed, Ending::HoldTail)?;
 
         let next = session.seq + 1;
         if !objects::create_json(
@@ -490,7 +356,7 @@ impl Store {
         .await?
         {
             // Another append committed first: ours never happened.
-            if written {
+            if state.parts.len() > session.state.parts.len() {
                 objects::delete(self.objects(), &part_path).await?;
             }
             return Err(self.lost_append(id, &session.state.repository).await);
@@ -540,22 +406,7 @@ impl Store {
         last: Option<(Option<u64>, BodyStream<'_>)>,
     ) -> Result<BlobInfo> {
         let mut session = self.load_session(repo, id).await?;
-        if let (Some((start, body)), Phase::Open) = (last, &session.state.phase) {
-            session = match self.append(id, session, start, body).await {
-                Ok(session) => session,
-                // A duplicate of this request may have appended the same last chunk
-                // first: then the session already holds exactly `digest`'s bytes, or
-                // has committed them.
-                Err(e @ (StoreError::OffsetMismatch { .. } | StoreError::UploadUnknown)) => {
-                    let again = self.load_session(repo, id).await?;
-                    if !holds(&again, digest) {
-                        return Err(e);
-                    }
-                    again
-                }
-                Err(e) => return Err(e),
-            };
-        }
+        let mut last = last;
         for _ in 0..COMMIT_ROUNDS {
             match &session.state.phase {
                 Phase::Committing { digest: committed } => {
@@ -569,88 +420,98 @@ impl Store {
                 Phase::Cancelled => return Err(StoreError::UploadUnknown),
                 Phase::Open => {}
             }
-            match self.begin_commit(id, session, digest).await? {
-                Some(committing) => {
+            // The body goes with the first attempt only; a later round commits what
+            // the session holds.
+            let with_body = last.is_some();
+            let (start, body) = last
+                .take()
+                .unwrap_or_else(|| (None, futures::stream::empty().boxed()));
+            let lost = match self.begin_commit(id, session, start, body, digest).await {
+                Ok(Some(committing)) => {
                     return self.complete_commit(repo, id, &committing, false).await;
                 }
-                // Another request created the next state first: look again.
-                None => session = self.load_session(repo, id).await?,
+                // Another request created the next state first.
+                Ok(None) => None,
+                Err(e @ (StoreError::OffsetMismatch { .. } | StoreError::UploadUnknown)) => Some(e),
+                Err(e) => return Err(e),
+            };
+            let again = self.load_session(repo, id).await?;
+            // A duplicate of this request may have appended the same last chunk first:
+            // then the session already holds exactly `digest`'s bytes, or has committed
+            // them, and the commit goes on without this body.
+            if with_body && !holds(&again, digest) {
+                return Err(lost.unwrap_or(match again.state.phase {
+                    Phase::Open => StoreError::OffsetMismatch {
+                        current: again.state.offset,
+                    },
+                    _ => StoreError::UploadUnknown,
+                }));
             }
+            session = again;
         }
         Err(StoreError::OffsetMismatch {
             current: session.state.offset,
         })
     }
 
-    /// Step 1 of a commit (module docs): verifies `digest`, seals the last segment and
-    /// creates the `Committing` state. `None` when another request created the next
-    /// state version first (this call's data object is deleted again).
+    /// Step 1 of a commit (module docs): seals the last of the body (possibly nothing)
+    /// and the final segment into one data object, verifies `digest`, and creates the
+    /// `Committing` state naming every data object. `None` when another request
+    /// created the next state version first (this call's data object is deleted
+    /// again). `OffsetMismatch` before anything is written when `start` is not the
+    /// session's offset.
     async fn begin_commit(
         &self,
         id: &UploadId,
         session: Session,
+        start: Option<u64>,
+        body: BodyStream<'_>,
         digest: &Digest,
     ) -> Result<Option<Session>> {
-        let Session {
-            seq,
-            state,
-            keys,
-            secrets,
-        } = &session;
-        let seq = *seq;
-        if secrets.hash.algorithm() == digest.algorithm() && &secrets.hash.digest() != digest {
-            self.discard_session(id, &session).await?;
-            return Err(StoreError::DigestMismatch);
-        }
-
-        // Seal the tail as the final segment, into a data object of its own.
-        let next_index = u32::try_from(state.segments).map_err(|_| StoreError::SizeMismatch)?;
-        let final_segment =
-            Sealer::try_new(keys.cipher(), state.segment_size, next_index, &secrets.tail)
-                .map_err(|_| StoreError::Integrity)?
-                .finish();
-        let part_name = format!("{:06}-{}", state.parts.len(), objects::random_hex(8));
-        let part_path = ObjectPath::DataPart {
-            blob: &state.blob,
-            part: &part_name,
-        }
-        .to_path();
-        self.objects()
-            .put(&part_path, PutPayload::from(final_segment))
+        let part_path = next_part_path(&session.state);
+        let sealed = self
+            .seal_into(
+                &part_path,
+                session_sealer(&session, start)?,
+                Some(session.secrets.hash.clone()),
+                body,
+                Ending::Final,
+            )
             .await?;
-        let mut next = state.clone();
-        next.parts.push(DataPart {
-            object: part_path.to_string(),
-            segments: 1,
-        });
+        let (mut next, secrets) = advanced(id, &session, &part_path, sealed, Ending::Final)?;
         next.phase = Phase::Committing {
             digest: digest.clone(),
         };
-        next.updated = Utc::now();
-
         // A digest of another algorithm than the one hashed while streaming (sha512 on
         // a chunked upload) is verified by reading the sealed data back.
-        if secrets.hash.algorithm() != digest.algorithm()
-            && !self
-                .verify_by_reading(&self.session_envelope(&next, keys, digest)?, digest)
-                .await?
-        {
+        let matches = if secrets.hash.algorithm() == digest.algorithm() {
+            &secrets.hash.digest() == digest
+        } else {
+            self.verify_by_reading(
+                &self.session_envelope(&next, &session.keys, digest)?,
+                digest,
+            )
+            .await?
+        };
+        if !matches {
             objects::delete(self.objects(), &part_path).await?;
             self.discard_session(id, &session).await?;
             return Err(StoreError::DigestMismatch);
         }
 
+        let seq = session.seq + 1;
         let created = objects::create_json(
             self.objects(),
-            &ObjectPath::UploadState { id, seq: seq + 1 }.to_path(),
+            &ObjectPath::UploadState { id, seq }.to_path(),
             &next,
         )
         .await;
         match created {
             Ok(true) => Ok(Some(Session {
-                seq: seq + 1,
+                seq,
                 state: next,
-                ..session
+                keys: session.keys,
+                secrets,
             })),
             // Nothing references the object this call wrote: it alone may delete it.
             Ok(false) => {
@@ -731,7 +592,9 @@ impl Store {
                     )
                     .await?
                     {
-                        self.remove_unnamed_parts(&state.blob, &ours).await?;
+                        if resumed {
+                            self.remove_unnamed_parts(&state.blob, &ours).await?;
+                        }
                         committed = true;
                         break;
                     }
@@ -756,11 +619,21 @@ impl Store {
         }
         self.write_link(repo, digest).await?;
         // Everything below the Committing version is superseded; the version itself
-        // stays as the tombstone (module docs).
-        for path in objects::list(self.objects(), &ObjectPath::UploadDir(id).to_path()).await? {
-            if sequence_of(&path).is_some_and(|s| s < session.seq) {
-                objects::delete(self.objects(), &path).await?;
+        // stays as the tombstone (module docs). The commit that wrote it knows the one
+        // version below (every append deletes the one before its own); a resumed
+        // commit looks. Versions a killed append left are removed with the tombstone.
+        if resumed {
+            for path in objects::list(self.objects(), &ObjectPath::UploadDir(id).to_path()).await? {
+                if sequence_of(&path).is_some_and(|s| s < session.seq) {
+                    objects::delete(self.objects(), &path).await?;
+                }
             }
+        } else if let Some(previous) = session.seq.checked_sub(1) {
+            objects::delete(
+                self.objects(),
+                &ObjectPath::UploadState { id, seq: previous }.to_path(),
+            )
+            .await?;
         }
         Ok(BlobInfo {
             digest: digest.clone(),
@@ -887,52 +760,117 @@ impl Store {
         Err(StoreError::UploadUnknown)
     }
 
-    /// A whole blob in one call (monolithic push): create, append, finish.
+    /// A whole blob in one call (monolithic push, `POST ?digest=` with the body):
+    /// sealed straight into one data object of a fresh blob directory, committed by
+    /// creating its envelope (module docs, "One-request pushes") and linked into
+    /// `repo`. No upload session is written. On `DigestMismatch` nothing is stored.
     pub async fn put_blob(
         &self,
         repo: &RepositoryName,
         digest: &Digest,
         body: BodyStream<'_>,
     ) -> Result<BlobInfo> {
-        let status = self.create_session(repo, digest.algorithm()).await?;
-        match self
-            .finish_upload(repo, &status.id, digest, Some((Some(0), body)))
-            .await
-        {
-            Ok(info) => Ok(info),
-            Err(e) => {
-                // The session is private to this call: nothing may survive a failure.
-                if let Ok(session) = self.load_session(repo, &status.id).await {
-                    self.discard_session(&status.id, &session).await?;
-                }
-                Err(e)
-            }
+        let keys = BlobKeys::generate(self.inner.config.segment_size);
+        let blob = objects::random_hex(16);
+        let part_path = ObjectPath::DataPart {
+            blob: &blob,
+            part: "000000",
         }
+        .to_path();
+        let sealer = Sealer::new(keys.cipher(), keys.segment_size, 0, &[]);
+        let sealed = self
+            .seal_into(
+                &part_path,
+                sealer,
+                Some(ResumableHash::new(digest.algorithm())),
+                body,
+                Ending::Final,
+            )
+            .await?;
+        if sealed.hash.as_ref().map(ResumableHash::digest).as_ref() != Some(digest) {
+            objects::delete(self.objects(), &part_path).await?;
+            return Err(StoreError::DigestMismatch);
+        }
+        let envelope = self.blob_envelope(&keys, digest, &part_path, &sealed)?;
+        self.commit_sealed(digest, &part_path, &envelope, None)
+            .await?;
+        self.write_link(repo, digest).await?;
+        Ok(BlobInfo {
+            digest: digest.clone(),
+            size: sealed.received,
+        })
     }
 
     /// Stores small content (a manifest) as a blob, unless an intact blob of the same
     /// digest already exists (a broken one is replaced). The caller has verified that
     /// `bytes` hash to `digest`.
     pub(super) async fn put_small_blob(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
-        let mut ours: Option<(object_store::path::Path, Envelope)> = None;
+        let stored = self.examine_whole(digest, None).await?;
+        if let Stored::Intact(..) = stored {
+            return Ok(());
+        }
+        let keys = BlobKeys::generate(self.inner.config.segment_size);
+        let part_path = ObjectPath::DataPart {
+            blob: &objects::random_hex(16),
+            part: "000000",
+        }
+        .to_path();
+        let sealer = Sealer::new(keys.cipher(), keys.segment_size, 0, &[]);
+        let body = futures::stream::once(async move { Ok(bytes) }).boxed();
+        let sealed = self
+            .seal_into(&part_path, sealer, None, body, Ending::Final)
+            .await?;
+        let envelope = self.blob_envelope(&keys, digest, &part_path, &sealed)?;
+        self.commit_sealed(digest, &part_path, &envelope, Some(stored))
+            .await
+    }
+
+    /// The envelope of a blob sealed into the one data object `part_path`.
+    fn blob_envelope(
+        &self,
+        keys: &BlobKeys,
+        digest: &Digest,
+        part_path: &object_store::path::Path,
+        sealed: &Sealed,
+    ) -> Result<Envelope> {
+        let (generation, rk) = self.keyring()?.active();
+        Ok(Envelope::seal(
+            &rk,
+            generation,
+            keys,
+            digest.clone(),
+            sealed.received,
+            vec![DataPart {
+                object: part_path.to_string(),
+                segments: sealed.segments,
+            }],
+        ))
+    }
+
+    /// Commits a blob written without a session, whose only data object is
+    /// `part_path` (nothing else names it): creates `envelope` at `digest`, unless an
+    /// intact blob is already there (then `part_path` is deleted, the content being
+    /// stored already) or replaces a broken one. `stored` is what a look at the digest
+    /// just before found, if the caller looked.
+    async fn commit_sealed(
+        &self,
+        digest: &Digest,
+        part_path: &object_store::path::Path,
+        envelope: &Envelope,
+        mut stored: Option<Stored>,
+    ) -> Result<()> {
         for _ in 0..COMMIT_ROUNDS {
-            let stored = self.examine_whole(digest, None).await?;
-            if let Stored::Intact(..) = stored {
-                // Another writer's blob is there: ours, if written, is named by nothing.
-                if let Some((part_path, _)) = &ours {
-                    objects::delete(self.objects(), part_path).await?;
-                }
-                return Ok(());
-            }
-            if ours.is_none() {
-                ours = Some(self.seal_small(digest, &bytes).await?);
-            }
-            let Some((_, envelope)) = ours.as_ref() else {
-                return Err(StoreError::Internal("sealed content went missing".into()));
+            let now = match stored.take() {
+                Some(s) => s,
+                None => self.examine_whole(digest, None).await?,
             };
-            let done = match stored {
+            let done = match now {
+                Stored::Intact(..) => {
+                    objects::delete(self.objects(), part_path).await?;
+                    return Ok(());
+                }
                 Stored::Broken(old) => self.replace_broken(digest, &old, envelope).await?,
-                _ => {
+                Stored::Absent => {
                     objects::create(
                         self.objects(),
                         &ObjectPath::Envelope(digest).to_path(),
@@ -949,48 +887,78 @@ impl Store {
             "the blob's envelope kept changing while storing it".into(),
         ))
     }
+}
 
-    /// Seals `bytes` into one data object of a fresh blob and returns its path and the
-    /// envelope that would commit it (not yet written).
-    async fn seal_small(
-        &self,
-        digest: &Digest,
-        bytes: &[u8],
-    ) -> Result<(object_store::path::Path, Envelope)> {
-        let keys = BlobKeys::generate(self.inner.config.segment_size);
-        let blob = objects::random_hex(16);
-        let mut sealer = Sealer::new(keys.cipher(), keys.segment_size, 0, &[]);
-        let mut segments = Vec::new();
-        sealer.push(bytes, &mut segments);
-        segments.push(sealer.finish());
-        let count = segments.len() as u64;
-        let capacity = sealed_len(bytes.len() as u64, keys.segment_size);
-        let mut sealed = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
-        for s in segments {
-            sealed.extend_from_slice(&s);
-        }
-        let part_path = ObjectPath::DataPart {
-            blob: &blob,
-            part: "000000",
-        }
-        .to_path();
-        self.objects()
-            .put(&part_path, PutPayload::from(sealed))
-            .await?;
-        let (generation, rk) = self.keyring()?.active();
-        let envelope = Envelope::seal(
-            &rk,
-            generation,
-            &keys,
-            digest.clone(),
-            bytes.len() as u64,
-            vec![DataPart {
-                object: part_path.to_string(),
-                segments: count,
-            }],
-        );
-        Ok((part_path, envelope))
+/// Where the next append of `state` writes: a data object of its own in the session's
+/// data directory, numbered and randomised (two racing appends never share one).
+fn next_part_path(state: &SessionState) -> object_store::path::Path {
+    let part = format!("{:06}-{}", state.parts.len(), objects::random_hex(8));
+    ObjectPath::DataPart {
+        blob: &state.blob,
+        part: &part,
     }
+    .to_path()
+}
+
+/// A sealer that continues `session` after the tail it holds back. `UploadUnknown`
+/// unless the session is open, `OffsetMismatch` when `start` is given and is not
+/// where the session stands.
+fn session_sealer(session: &Session, start: Option<u64>) -> Result<Sealer> {
+    let state = &session.state;
+    if !state.phase.is_open() {
+        return Err(StoreError::UploadUnknown);
+    }
+    if start.is_some_and(|start| start != state.offset) {
+        return Err(StoreError::OffsetMismatch {
+            current: state.offset,
+        });
+    }
+    let next_index = u32::try_from(state.segments).map_err(|_| StoreError::SizeMismatch)?;
+    Sealer::try_new(
+        session.keys.cipher(),
+        state.segment_size,
+        next_index,
+        &session.secrets.tail,
+    )
+    .map_err(|_| StoreError::Integrity)
+}
+
+/// The state (next version, not yet written) and secrets of `session` after an
+/// append wrote `sealed` to `part_path`. `segments` counts the non-final segments
+/// only (the sealer's next index); the part names every segment it holds.
+fn advanced(
+    id: &UploadId,
+    session: &Session,
+    part_path: &object_store::path::Path,
+    sealed: Sealed,
+    ending: Ending,
+) -> Result<(SessionState, SessionSecrets)> {
+    let hash = sealed
+        .hash
+        .clone()
+        .ok_or_else(|| StoreError::Internal("an upload was sealed without its hash".into()))?;
+    let mut state = session.state.clone();
+    state.offset += sealed.received;
+    state.segments += match ending {
+        Ending::HoldTail => sealed.segments,
+        Ending::Final => sealed.segments.saturating_sub(1),
+    };
+    if sealed.written() {
+        state.parts.push(DataPart {
+            object: part_path.to_string(),
+            segments: sealed.segments,
+        });
+    }
+    let secrets = SessionSecrets {
+        tail: sealed.tail,
+        hash,
+    };
+    state.sealed = session.keys.seal_aux(
+        &secrets_aad(id, state.offset, state.segments),
+        &secrets.encode(),
+    );
+    state.updated = Utc::now();
+    Ok((state, secrets))
 }
 
 /// Whether `session` already holds exactly `digest`'s content: committing it, or open

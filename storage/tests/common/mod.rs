@@ -139,7 +139,8 @@ pub fn one(data: &[u8]) -> BodyStream<'static> {
 /// Deterministic pseudo-random bytes (xorshift64*), fast enough for GiB-sized tests.
 pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 8);
-    let mut x = seed | 1;
+    // Odd and distinct for every seed (xorshift needs a nonzero state).
+    let mut x = seed.wrapping_mul(2).wrapping_add(1);
     while out.len() < len {
         x ^= x >> 12;
         x ^= x << 25;
