@@ -171,7 +171,7 @@ fn open_objects(config: &Config, data_dir: &Path) -> Result<(Backend, StorageUrl
         .url
         .clone()
         .unwrap_or_else(|| StorageUrl::File(data_dir.join("store")));
-    let backend = backend::open(&url).map_err(start_error)?;
+    let backend = backend::open(&url, &backend::OpenOptions::default()).map_err(start_error)?;
     Ok((backend, url))
 }
 
