@@ -113,6 +113,7 @@ impl App {
         backend.probe(&url).await.map_err(start_error)?;
         let store_config = storage::StoreConfig {
             reference_cache_ttl: std::time::Duration::from_millis(config.storage.tag_cache_ttl_ms),
+            max_parts_in_flight: config.storage.parts_in_flight,
             ..storage::StoreConfig::default()
         };
         let store = Store::open_with(backend, kek, &key_id, store_config).await?;
@@ -171,7 +172,7 @@ fn open_objects(config: &Config, data_dir: &Path) -> Result<(Backend, StorageUrl
         .url
         .clone()
         .unwrap_or_else(|| StorageUrl::File(data_dir.join("store")));
-    let backend = backend::open(&url).map_err(start_error)?;
+    let backend = backend::open(&url, &config.storage.open_options()).map_err(start_error)?;
     Ok((backend, url))
 }
 

@@ -15,7 +15,9 @@ use serde::Deserialize;
 use thiserror::Error;
 
 pub mod auth;
+pub mod cloud;
 pub use auth::AuthConfig;
+pub use cloud::{AzureConfig, S3Config};
 
 /// Manifests are collected in memory, so their size is bounded. The spec says a
 /// registry SHOULD accept at least 4 MB, hence the floor.
@@ -137,7 +139,8 @@ pub struct StorageConfig {
     /// Where the embedded defaults live: the local KEK (`keys/`) and, unless `url` says
     /// otherwise, the object store (`store/`).
     pub data_dir: PathBuf,
-    /// `file:///abs/path` or `memory://`. Unset: `<data_dir>/store` on the local disk.
+    /// `file:///abs/path`, `s3://<bucket>/<prefix>`, `az://<container>/<prefix>` or
+    /// `memory://`. Unset: `<data_dir>/store` on the local disk.
     #[serde(deserialize_with = "parsed")]
     pub url: Option<StorageUrl>,
     /// How long a manifest GET may reuse a tag or digest lookup. Changes made through
@@ -149,6 +152,23 @@ pub struct StorageConfig {
     /// so that writes in flight on any node are never touched. Also how long an ended
     /// upload session keeps answering a repeated commit.
     pub orphan_grace_secs: u64,
+    /// MiB per part of a multipart data-object write on S3 and Azure (file and memory
+    /// stores keep 1 MiB parts). An upload buffers part size × (parts in flight + 1).
+    pub part_size_mib: u64,
+    /// Parts of one data-object write uploaded at once (every backend).
+    pub parts_in_flight: usize,
+    /// Retries of a failed object-store request (S3, Azure); 0 = none.
+    pub retries: usize,
+    /// No retry starts later than this after a request's first attempt.
+    pub retry_timeout_secs: u64,
+    /// One object-store request attempt, from connecting to the end of its body.
+    pub request_timeout_secs: u64,
+    /// Connecting to the object store.
+    pub connect_timeout_secs: u64,
+    /// `[storage.s3]`: the S3 client's settings (`s3://` urls only).
+    pub s3: Option<S3Config>,
+    /// `[storage.azure]`: the Azure client's settings (`az://` urls only).
+    pub azure: Option<AzureConfig>,
 }
 
 impl Default for StorageConfig {
@@ -158,6 +178,14 @@ impl Default for StorageConfig {
             url: None,
             tag_cache_ttl_ms: 1000,
             orphan_grace_secs: 3600,
+            part_size_mib: 5,
+            parts_in_flight: 2,
+            retries: 10,
+            retry_timeout_secs: 180,
+            request_timeout_secs: 30,
+            connect_timeout_secs: 5,
+            s3: None,
+            azure: None,
         }
     }
 }
@@ -492,6 +520,7 @@ impl Config {
         if self.storage.data_dir.as_os_str().is_empty() {
             problems.push("storage.data_dir must not be empty".into());
         }
+        self.storage.cloud_problems(&mut problems);
         if self.encryption.key_check_interval_secs == 0 {
             problems.push("encryption.key_check_interval_secs must be at least 1".into());
         }

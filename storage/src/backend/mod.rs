@@ -8,7 +8,8 @@
 //! - `local`: the local filesystem, with its own read path (page-cache reads) and the
 //!   sweep of the staging files `object_store` hides from listings.
 //! - `memory`: process memory.
-//! - `cloud`: S3 and Azure Blob Storage, configured from the environment.
+//! - `cloud`: S3 and Azure Blob Storage, configured by [`OpenOptions`] over the
+//!   standard environment.
 //!
 //! What a backend decides: the part size of multipart data-object writes, how data
 //! objects are read (object_store ranged GETs unless the backend knows better, with its
@@ -25,7 +26,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -94,7 +95,7 @@ fn bucket_and_prefix(url: &str, rest: &str, what: &str) -> Result<(String, Strin
     }
     if url.contains(['?', '#']) {
         return Err(format!(
-            "storage url {url:?}: no query or fragment; settings come from the environment"
+            "storage url {url:?}: no query or fragment; settings go in [storage.s3] or [storage.azure]"
         ));
     }
     Ok((name.to_owned(), prefix.to_owned()))
@@ -154,16 +155,108 @@ pub enum OpenError {
     Unusable { url: String, reason: String },
 }
 
-/// Opens the backend `url` names.
+/// How to open an object store beyond what its URL names: the S3 and Azure clients'
+/// settings. `file://` and `memory://` ignore all of it.
 ///
-/// Fails with `CreateDir` when a local directory cannot be created and `ObjectStore`
-/// when the object store refuses to open.
-pub fn open(url: &StorageUrl) -> Result<Backend, OpenError> {
+/// An `Option` left `None` leaves the client's own source in charge: object_store's
+/// standard environment variable (`AWS_ENDPOINT_URL`, `AZURE_STORAGE_ACCOUNT_NAME`, ...)
+/// if set, else object_store's default. A value given here wins over the variable.
+/// Credentials are never here: they come from the environment or the identity chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Bytes per part of a multipart data-object write on S3 and Azure (at least
+    /// [`MIN_CLOUD_PART_SIZE`]). Local and in-memory stores keep their own small parts.
+    pub part_size: usize,
+    /// How the HTTP client retries and times out (S3 and Azure).
+    pub retry: RetryOptions,
+    pub s3: S3Options,
+    pub azure: AzureOptions,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            part_size: MIN_CLOUD_PART_SIZE,
+            retry: RetryOptions::default(),
+            s3: S3Options::default(),
+            azure: AzureOptions::default(),
+        }
+    }
+}
+
+/// Retries and timeouts of the object-store HTTP client. The defaults are
+/// object_store's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryOptions {
+    /// Retries of a failed request (5xx, connection errors, timeouts of idempotent
+    /// requests), with exponential backoff; 0 = none.
+    pub max_retries: usize,
+    /// No retry starts later than this after a request's first attempt.
+    pub retry_timeout: Duration,
+    /// One attempt, from connecting until its response body has been read.
+    pub request_timeout: Duration,
+    /// Establishing a connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RetryOptions {
+    fn default() -> Self {
+        RetryOptions {
+            max_retries: 10,
+            retry_timeout: Duration::from_secs(180),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `s3://` settings that are not secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Options {
+    /// An S3-compatible endpoint URL (`AWS_ENDPOINT_URL`); unset = AWS for the region.
+    pub endpoint: Option<String>,
+    /// The region requests are signed for (`AWS_REGION`); object_store's default is
+    /// `us-east-1`.
+    pub region: Option<String>,
+    /// Path-style addressing (`<endpoint>/<bucket>/<key>`) rather than virtual-hosted
+    /// (`AWS_VIRTUAL_HOSTED_STYLE_REQUEST`, its inverse); object_store's default is
+    /// path-style. Virtual-hosted with an endpoint expects the bucket in the endpoint.
+    pub path_style: Option<bool>,
+    /// Allow a plain-http endpoint (`AWS_ALLOW_HTTP`).
+    pub allow_http: Option<bool>,
+}
+
+/// `az://` settings that are not secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AzureOptions {
+    /// The storage account name (`AZURE_STORAGE_ACCOUNT_NAME`).
+    pub account: Option<String>,
+    /// The blob service URL (`AZURE_STORAGE_ENDPOINT`); unset =
+    /// `https://<account>.blob.core.windows.net`. Not with `use_emulator`, whose
+    /// address is object_store's `AZURITE_BLOB_STORAGE_URL`.
+    pub endpoint: Option<String>,
+    /// Azurite (`AZURE_STORAGE_USE_EMULATOR`): its account and key unless given, and
+    /// plain http.
+    pub use_emulator: Option<bool>,
+    /// Allow a plain-http endpoint (`AZURE_ALLOW_HTTP`).
+    pub allow_http: Option<bool>,
+}
+
+/// S3's smallest part but the last; Azure blocks may be as small, so it is the floor
+/// for both.
+pub const MIN_CLOUD_PART_SIZE: usize = 5 * 1024 * 1024;
+
+/// Opens the backend `url` names, with `options` for an S3 or Azure store.
+///
+/// Fails with `CreateDir` when a local directory cannot be created, `ObjectStore`
+/// when the object store refuses to open (a malformed endpoint, say) and `Unusable`
+/// when `options` cannot work (parts under [`MIN_CLOUD_PART_SIZE`]).
+pub fn open(url: &StorageUrl, options: &OpenOptions) -> Result<Backend, OpenError> {
     match url {
         StorageUrl::File(dir) => local::open(dir),
         StorageUrl::Memory => Ok(memory::open()),
-        StorageUrl::S3 { bucket, prefix } => cloud::open_s3(bucket, prefix),
-        StorageUrl::Azure { container, prefix } => cloud::open_azure(container, prefix),
+        StorageUrl::S3 { bucket, prefix } => cloud::open_s3(bucket, prefix, options),
+        StorageUrl::Azure { container, prefix } => cloud::open_azure(container, prefix, options),
     }
 }
 
@@ -187,7 +280,7 @@ impl fmt::Debug for Backend {
 
 /// Part size when nothing is known about the object store: S3's minimum part (5 MiB),
 /// which every object store accepts.
-const ANY_STORE_PART_SIZE: usize = 5 * 1024 * 1024;
+const ANY_STORE_PART_SIZE: usize = MIN_CLOUD_PART_SIZE;
 
 impl Backend {
     /// Any object store, read with ranged GETs, with parts any store accepts. For

@@ -61,11 +61,14 @@ pub fn url_backend(url: &str) -> (Option<TempDir>, StorageBackend) {
         let url = StorageUrl::File(dir.path().to_owned());
         (
             Some(dir),
-            storage::backend::open(&url).expect("open backend"),
+            storage::backend::open(&url, &Default::default()).expect("open backend"),
         )
     } else {
         let url: StorageUrl = url.parse().expect("storage url");
-        (None, storage::backend::open(&url).expect("open backend"))
+        (
+            None,
+            storage::backend::open(&url, &Default::default()).expect("open backend"),
+        )
     }
 }
 
@@ -83,7 +86,7 @@ pub async fn cloud_backend(variable: &str) -> StorageBackend {
     let url: StorageUrl = format!("{}/t-{nonce:016x}", base.trim_end_matches('/'))
         .parse()
         .expect("storage url");
-    let backend = storage::backend::open(&url).expect("open backend");
+    let backend = storage::backend::open(&url, &Default::default()).expect("open backend");
     backend
         .probe(&url)
         .await
