@@ -14,7 +14,7 @@
 //! - the proxy SIGKILLs the node serving docker's PATCH of the big layer 4 MiB into
 //!   its body; docker retries the layer (a fresh upload, through the proxy, which
 //!   skips the dead node when it refuses), the push completes, and the two survivors
-//!   serve everything byte for byte;
+//!   serve everything byte for byte and take new uploads;
 //! - a rotate-key on one node is adopted by all three (the old KEK version can then
 //!   be disabled), an upload begun before the rotation finishes after it on other
 //!   nodes, and disabling the new version (revocation) stops all three within the key
@@ -265,6 +265,61 @@ fn podman_pulls(podman: &Podman, node: &Valv, repo: &str, tag: &str, files: &[(&
     podman.assert_files(&image, files, &format!("podman pull of {image}"));
 }
 
+/// An OCI chunked upload driven by hand through the proxy, one request at a time.
+struct ChunkedUpload<'a> {
+    http: &'a Client,
+    proxy: &'a RoundRobin,
+    location: String,
+    offset: usize,
+}
+
+impl<'a> ChunkedUpload<'a> {
+    async fn start(http: &'a Client, proxy: &'a RoundRobin, repo: &str) -> ChunkedUpload<'a> {
+        let r = http
+            .post(proxy.url(&format!("/v2/{repo}/blobs/uploads/")))
+            .send()
+            .await
+            .expect("POST upload");
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "start an upload");
+        ChunkedUpload {
+            http,
+            proxy,
+            location: util::header(&r, "location"),
+            offset: 0,
+        }
+    }
+
+    async fn patch(&mut self, chunk: &[u8]) {
+        let end = self.offset + chunk.len();
+        let r = self
+            .http
+            .patch(self.proxy.url(&self.location))
+            .header("content-type", "application/octet-stream")
+            .header("content-range", format!("{}-{}", self.offset, end - 1))
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .expect("PATCH");
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "chunk at {}", self.offset);
+        assert_eq!(util::header(&r, "range"), format!("0-{}", end - 1));
+        self.location = util::header(&r, "location");
+        self.offset = end;
+    }
+
+    async fn finish(self, digest: &str) {
+        let r = self
+            .http
+            .put(self.proxy.url(&util::with_query(
+                &self.location,
+                &format!("digest={digest}"),
+            )))
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(r.status(), StatusCode::CREATED, "commit {digest}");
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // docker push through the proxy, podman pull from one node
 
@@ -466,6 +521,21 @@ async fn a_node_killed_mid_upload_leaves_the_push_to_the_others(url: &str) {
         .unwrap_or(survivors[0]);
     podman_pulls(&podman, &cluster.nodes[puller], repo, "v1", &files);
 
+    // The two take new uploads too: one pushed in chunks through the proxy, past the
+    // dead node, reads back from each.
+    let after = random_bytes(13, MIB + 1);
+    let mut upload = ChunkedUpload::start(&http, &proxy, repo).await;
+    upload.patch(&after[..MIB / 2]).await;
+    upload.patch(&after[MIB / 2..]).await;
+    upload.finish(&sha256(&after)).await;
+    for &i in &survivors {
+        let got = fetch_blob(&http, &cluster.nodes[i], repo, &sha256(&after)).await;
+        assert!(
+            got == after,
+            "node {i} reads the upload made after the kill"
+        );
+    }
+
     // And the proxy goes on serving through the two, past the dead one.
     for round in 0..NODES {
         let r = http
@@ -536,61 +606,6 @@ async fn kek_in_use(http: &Client, node: &Valv) -> String {
 
 async fn status_of(http: &Client, node: &Valv, path: &str) -> StatusCode {
     http.get(node.url(path)).send().await.expect("GET").status()
-}
-
-/// An OCI chunked upload driven by hand through the proxy, one request at a time.
-struct ChunkedUpload<'a> {
-    http: &'a Client,
-    proxy: &'a RoundRobin,
-    location: String,
-    offset: usize,
-}
-
-impl<'a> ChunkedUpload<'a> {
-    async fn start(http: &'a Client, proxy: &'a RoundRobin, repo: &str) -> ChunkedUpload<'a> {
-        let r = http
-            .post(proxy.url(&format!("/v2/{repo}/blobs/uploads/")))
-            .send()
-            .await
-            .expect("POST upload");
-        assert_eq!(r.status(), StatusCode::ACCEPTED, "start an upload");
-        ChunkedUpload {
-            http,
-            proxy,
-            location: util::header(&r, "location"),
-            offset: 0,
-        }
-    }
-
-    async fn patch(&mut self, chunk: &[u8]) {
-        let end = self.offset + chunk.len();
-        let r = self
-            .http
-            .patch(self.proxy.url(&self.location))
-            .header("content-type", "application/octet-stream")
-            .header("content-range", format!("{}-{}", self.offset, end - 1))
-            .body(chunk.to_vec())
-            .send()
-            .await
-            .expect("PATCH");
-        assert_eq!(r.status(), StatusCode::ACCEPTED, "chunk at {}", self.offset);
-        assert_eq!(util::header(&r, "range"), format!("0-{}", end - 1));
-        self.location = util::header(&r, "location");
-        self.offset = end;
-    }
-
-    async fn finish(self, digest: &str) {
-        let r = self
-            .http
-            .put(self.proxy.url(&util::with_query(
-                &self.location,
-                &format!("digest={digest}"),
-            )))
-            .send()
-            .await
-            .expect("PUT");
-        assert_eq!(r.status(), StatusCode::CREATED, "commit {digest}");
-    }
 }
 
 /// Each node's answer to a GET of the blob, and whether its bytes are `data`.
