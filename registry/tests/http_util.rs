@@ -316,3 +316,22 @@ pub fn run_to_exit_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, Strin
     let status = child.wait().expect("wait");
     (status.success(), output)
 }
+
+/// `<base>/<fresh prefix>` of the object-store server `variable` names
+/// (`VALV_TEST_S3_URL`, `VALV_TEST_AZURE_URL`: the test command, scripts/test.sh,
+/// starts the servers and exports them), or a failure saying how to get one. Each
+/// call names a prefix of its own, so tests on one bucket never see each other.
+pub fn fresh_store_url(variable: &str) -> String {
+    let base = std::env::var(variable).unwrap_or_else(|_| {
+        panic!("{variable} is not set: run the test command (scripts/test.sh), which starts the object-store servers")
+    });
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    format!(
+        "{}/reg-{nonce:x}-{}",
+        base.trim_end_matches('/'),
+        std::process::id()
+    )
+}

@@ -8,23 +8,6 @@ mod util;
 
 use util::*;
 
-/// `<base>/<fresh prefix>` of the server `variable` names, or a failure saying how to
-/// get one.
-fn fresh_url(variable: &str) -> String {
-    let base = std::env::var(variable).unwrap_or_else(|_| {
-        panic!("{variable} is not set: run the test command (scripts/test.sh), which starts the object-store servers")
-    });
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos();
-    format!(
-        "{}/reg-{nonce:x}-{}",
-        base.trim_end_matches('/'),
-        std::process::id()
-    )
-}
-
 /// Pushes an image through one node and reads it back, byte for byte, through a
 /// second node with another data directory on the same bucket and prefix (and the
 /// same KEK, as nodes share one), while the first still runs and after it stopped:
@@ -61,13 +44,13 @@ async fn serves_and_restarts_on(url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs moto's S3 server: the test command (scripts/test.sh) starts it"]
 async fn serves_from_s3_and_restarts_on_it() {
-    serves_and_restarts_on(&fresh_url("VALV_TEST_S3_URL")).await;
+    serves_and_restarts_on(&fresh_store_url("VALV_TEST_S3_URL")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Azurite: the test command (scripts/test.sh) starts it"]
 async fn serves_from_azure_blob_and_restarts_on_it() {
-    serves_and_restarts_on(&fresh_url("VALV_TEST_AZURE_URL")).await;
+    serves_and_restarts_on(&fresh_store_url("VALV_TEST_AZURE_URL")).await;
 }
 
 #[test]
@@ -86,7 +69,7 @@ fn an_unknown_bucket_fails_at_start_with_its_name() {
 #[ignore = "needs Azurite: the test command (scripts/test.sh) starts it"]
 fn wrong_credentials_fail_at_start() {
     // moto accepts any signature; Azurite checks its account key.
-    let url = fresh_url("VALV_TEST_AZURE_URL");
+    let url = fresh_store_url("VALV_TEST_AZURE_URL");
     let (ok, stderr) = run_to_exit_with_env(
         &["--storage", &url],
         &[
@@ -119,7 +102,7 @@ fn an_endpoint_that_does_not_answer_fails_at_start() {
     let closed = common::closed_port();
     let port = closed.local_addr().expect("addr").port().to_string();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let url = fresh_url("VALV_TEST_S3_URL");
+    let url = fresh_store_url("VALV_TEST_S3_URL");
     let (ok, stderr) =
         run_to_exit_with_env(&["--storage", &url], &[("AWS_ENDPOINT_URL", &endpoint)]);
     assert!(!ok, "{stderr}");
