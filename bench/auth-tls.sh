@@ -14,44 +14,19 @@
 # certificate and the password are made by this script in a temp dir (test-only) and
 # removed at exit. Runs only on 127.0.0.1.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need openssl htpasswd curl python3
+bench_init auth-tls "$@"
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ROUNDS=3
-QUICK=0
-OUT=""
-while (($#)); do
-    case "$1" in
-    --rounds) ROUNDS=$2; shift 2 ;;
-    --quick) QUICK=1; shift ;;
-    --out) OUT=$2; shift 2 ;;
-    *) echo "usage: $0 [--rounds N] [--quick] [--out DIR]" >&2; exit 2 ;;
-    esac
-done
-OUT=${OUT:-$ROOT/target/bench-auth-tls/$(date -u +%Y%m%dT%H%M%SZ)}
-mkdir -p "$OUT"
-for tool in openssl htpasswd curl python3; do
-    command -v "$tool" >/dev/null || { echo "$tool is not installed" >&2; exit 1; }
-done
-(cd "$ROOT" && cargo build --release -q -p valv -p valv-bench)
-VALV=${CARGO_TARGET_DIR:-$ROOT/target}/release/valv
-BENCH=${CARGO_TARGET_DIR:-$ROOT/target}/release/valv-bench
-
-GIB=1073741824
-MIB=1048576
 if ((QUICK)); then BIG=$((64 * MIB)); MDUR=2; else BIG=$GIB; MDUR=15; fi
 REPOS=10
 
-T=$(mktemp -d /tmp/valv-auth-tls.XXXXXX)
 SERVER_PID=""
 stop_server() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-    fi
+    bench_stop "$SERVER_PID"
     SERVER_PID=""
 }
-trap 'stop_server; rm -rf "$T"' EXIT
 
 # Test-only key material: a CA, a certificate for 127.0.0.1 it signs, one bcrypt user.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -77,15 +52,8 @@ start_server() {
     [[ $kind == *-auth ]] && args+=(--config "$T/auth.toml" --htpasswd "$T/htpasswd" --token-auth)
     RUST_LOG=warn "$VALV" "${args[@]}" >"$dir/out" 2>"$dir/err" &
     SERVER_PID=$!
-    for _ in $(seq 1 600); do
-        URL=$(grep -ho 'listening on https\?://[0-9.:]*' "$dir/out" 2>/dev/null | head -n1 | sed 's/listening on //' || true)
-        [[ -n "$URL" ]] && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "$kind did not start; its log:" >&2
-    tail -n 20 "$dir/err" >&2
-    exit 1
+    bench_track "$SERVER_PID"
+    wait_listening "$kind" "$SERVER_PID" 'listening on ' "$dir/out" "$dir/err"
 }
 
 # A token from the server's /auth/token for pull and push on every bench repository.

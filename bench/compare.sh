@@ -12,29 +12,11 @@
 # Raw JSON of every run goes to DIR (default target/bench-compare/<timestamp>).
 # Needs: docker-registry (Debian), python3, a Rust toolchain. Runs only on 127.0.0.1.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need docker-registry python3
+bench_init compare "$@"
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ROUNDS=3
-QUICK=0
-OUT=""
-while (($#)); do
-    case "$1" in
-    --rounds) ROUNDS=$2; shift 2 ;;
-    --quick) QUICK=1; shift ;;
-    --out) OUT=$2; shift 2 ;;
-    *) echo "usage: $0 [--rounds N] [--quick] [--out DIR]" >&2; exit 2 ;;
-    esac
-done
-OUT=${OUT:-$ROOT/target/bench-compare/$(date -u +%Y%m%dT%H%M%SZ)}
-mkdir -p "$OUT"
-
-command -v docker-registry >/dev/null || { echo "docker-registry is not installed (apt-get install docker-registry)" >&2; exit 1; }
-(cd "$ROOT" && cargo build --release -q -p valv -p valv-bench)
-VALV=${CARGO_TARGET_DIR:-$ROOT/target}/release/valv
-BENCH=${CARGO_TARGET_DIR:-$ROOT/target}/release/valv-bench
-
-GIB=1073741824
-MIB=1048576
 if ((QUICK)); then
     BIG=$((64 * MIB)); SMALL=$((4 * MIB)); MANY=8; RANGES=64; MDUR=2
 else
@@ -51,17 +33,11 @@ SCENARIOS=(
     "manifests-10x10-64|manifests --repos 10 --tags 10 --concurrency 64 --duration $MDUR"
 )
 
-T=$(mktemp -d /tmp/valv-compare.XXXXXX)
 SERVER_PID=""
 stop_server() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-    fi
+    bench_stop "$SERVER_PID"
     SERVER_PID=""
 }
-trap 'stop_server; rm -rf "$T"' EXIT
 
 # Starts a fresh server; sets SERVER_PID and URL. Readiness: its "listening on" line.
 start_server() {
@@ -69,8 +45,6 @@ start_server() {
     rm -rf "$dir"; mkdir -p "$dir"
     if [[ $which == valv ]]; then
         RUST_LOG=warn "$VALV" serve --listen 127.0.0.1:0 --data-dir "$dir/data" >"$dir/out" 2>"$dir/err" &
-        SERVER_PID=$!
-        local pattern='listening on http://'
     else
         cat >"$dir/config.yml" <<YML
 version: 0.1
@@ -87,18 +61,10 @@ http:
   addr: 127.0.0.1:0
 YML
         docker-registry serve "$dir/config.yml" >"$dir/out" 2>"$dir/err" &
-        SERVER_PID=$!
-        local pattern='listening on '
     fi
-    for _ in $(seq 1 600); do
-        URL=$(grep -ho "${pattern}[0-9.:]*" "$dir/out" "$dir/err" 2>/dev/null | head -n1 | sed 's/.*listening on //; s#^http://##' || true)
-        [[ -n "$URL" ]] && { URL="http://$URL"; return 0; }
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "$which did not start; its log:" >&2
-    tail -n 20 "$dir/err" >&2
-    exit 1
+    SERVER_PID=$!
+    bench_track "$SERVER_PID"
+    wait_listening "$which" "$SERVER_PID" 'listening on ' "$dir/out" "$dir/err"
 }
 
 for round in $(seq 1 "$ROUNDS"); do

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -102,6 +102,51 @@ enum Command {
         #[arg(long, default_value = "bench/manifests")]
         repo_prefix: String,
     },
+    /// Exactly one registry operation, untimed setup excluded, so that what it costs
+    /// *behind* the registry (object-store requests, counted elsewhere) can be read
+    /// before and after it. Content comes from --seed (required) and --size, so a
+    /// later `pull` or `manifest-put` with the same seed and size names the same blob.
+    Op {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_enum)]
+        kind: OpKind,
+        #[arg(long)]
+        repo: String,
+        /// Blob size in bytes: the blob pushed or pulled, or manifest-put's layer.
+        #[arg(long, default_value_t = 0)]
+        size: usize,
+        /// PATCH size for push-chunked.
+        #[arg(long, required_if_eq("kind", "push-chunked"))]
+        chunk: Option<usize>,
+        /// Tag for manifest-put and manifest-get.
+        #[arg(long, default_value = "latest")]
+        tag: String,
+    },
+}
+
+/// What `op` does: one client-visible operation each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OpKind {
+    /// POST a session, then one PUT `?digest=` with the whole blob (the spec's
+    /// monolithic push in two requests, which every registry supports).
+    Push,
+    /// One POST `?digest=` with the whole blob (the spec's single-request push, which
+    /// a registry may answer with a session instead: reported as an error).
+    PushPost,
+    /// POST a session, PATCHes of --chunk bytes, a closing empty PUT `?digest=`.
+    PushChunked,
+    /// Push (monolithically) the small JSON config blob that manifest-put names.
+    PushConfig,
+    /// PUT an image manifest under --tag: the seed's config and blob, which must
+    /// have been pushed already (push-config, and push of the same seed and size).
+    ManifestPut,
+    /// GET the seed's blob whole, verifying its digest.
+    Pull,
+    /// GET the manifest under --tag.
+    ManifestGet,
+    /// GET the repository's tag list.
+    TagsList,
 }
 
 impl Command {
@@ -109,7 +154,8 @@ impl Command {
         match self {
             Command::Push { common, .. }
             | Command::Pull { common, .. }
-            | Command::Manifests { common, .. } => common,
+            | Command::Manifests { common, .. }
+            | Command::Op { common, .. } => common,
         }
     }
 }
@@ -637,6 +683,70 @@ async fn get_manifest(client: &mut Client, repo: &str, tag: &str) -> Result<u64,
     drain(resp, |_| {}).await
 }
 
+/// The spec's single-request push: POST `?digest=` with the whole blob. Fails (as
+/// unsupported) if the registry opens a session instead.
+async fn push_single_post(client: &mut Client, repo: &str, blob: &Blob) -> Result<u64, String> {
+    let path = format!("/v2/{repo}/blobs/uploads/?digest={}", blob.digest);
+    let ctype = (header::CONTENT_TYPE, OCTETS.to_owned());
+    let resp = client
+        .send(Method::POST, &path, &[ctype], blob.data.clone())
+        .await?;
+    if resp.status() == StatusCode::ACCEPTED {
+        drain(resp, |_| {}).await?;
+        return Err(
+            "POST ?digest=: 202 Accepted, a session: single-request push unsupported".to_owned(),
+        );
+    }
+    let resp = expect(resp, StatusCode::CREATED, "POST ?digest=").await?;
+    drain(resp, |_| {}).await?;
+    Ok(blob.data.len() as u64)
+}
+
+async fn list_tags(client: &mut Client, repo: &str) -> Result<u64, String> {
+    let path = format!("/v2/{repo}/tags/list");
+    let resp = client.send(Method::GET, &path, &[], Bytes::new()).await?;
+    let resp = expect(resp, StatusCode::OK, "GET tags/list").await?;
+    drain(resp, |_| {}).await
+}
+
+/// Runs one `op`: generates what it names (untimed), then does it once.
+async fn run_op(
+    target: Arc<Target>,
+    kind: OpKind,
+    repo: &str,
+    size: usize,
+    chunk: Option<usize>,
+    tag: &str,
+    seed: u64,
+) -> (Result<u64, String>, u64, f64) {
+    let make_blob = || generate(1, size, seed).remove(0);
+    let config = config_blob(seed, 0);
+    let mut client = Client::new(target);
+    let (blob, manifest) = match kind {
+        OpKind::Push | OpKind::PushPost | OpKind::PushChunked | OpKind::Pull => {
+            (Some(make_blob()), None)
+        }
+        OpKind::ManifestPut => (None, Some(image_manifest(&config, &make_blob()))),
+        OpKind::PushConfig | OpKind::ManifestGet | OpKind::TagsList => (None, None),
+    };
+    let t0 = Instant::now();
+    let result = match (kind, &blob) {
+        (OpKind::Push, Some(b)) => push_blob(&mut client, repo, b, None).await,
+        (OpKind::PushPost, Some(b)) => push_single_post(&mut client, repo, b).await,
+        (OpKind::PushChunked, Some(b)) => push_blob(&mut client, repo, b, chunk).await,
+        (OpKind::Pull, Some(b)) => pull_blob(&mut client, repo, b, true).await,
+        (OpKind::PushConfig, _) => push_blob(&mut client, repo, &config, None).await,
+        (OpKind::ManifestPut, _) => match manifest {
+            Some(m) => put_manifest(&mut client, repo, tag, m).await,
+            None => Err("no manifest".to_owned()),
+        },
+        (OpKind::ManifestGet, _) => get_manifest(&mut client, repo, tag).await,
+        (OpKind::TagsList, _) => list_tags(&mut client, repo).await,
+        (_, None) => Err("no blob".to_owned()),
+    };
+    (result, client.http_requests, t0.elapsed().as_secs_f64())
+}
+
 /// What a timed run does.
 #[derive(Debug)]
 enum Plan {
@@ -897,19 +1007,61 @@ fn report(scenario: &str, params: Value, setup: Option<Tally>, run: Timed) -> Va
     out
 }
 
+/// The small JSON image config of repository `r` in a run with `seed`.
+fn config_blob(seed: u64, r: usize) -> Blob {
+    let config = Bytes::from(format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"comment":"valv-bench {seed} {r}"}}"#
+    ));
+    Blob {
+        digest: sha256_digest(&config),
+        data: config,
+    }
+}
+
+/// An OCI image manifest with `config` and one `layer`.
+fn image_manifest(config: &Blob, layer: &Blob) -> Bytes {
+    Bytes::from(
+        json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config.digest,
+                "size": config.data.len(),
+            },
+            "layers": [{
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": layer.digest,
+                "size": layer.data.len(),
+            }],
+        })
+        .to_string(),
+    )
+}
+
+/// PUTs `manifest` under `tag`; returns its length.
+async fn put_manifest(
+    client: &mut Client,
+    repo: &str,
+    tag: &str,
+    manifest: Bytes,
+) -> Result<u64, String> {
+    let len = manifest.len() as u64;
+    let path = format!("/v2/{repo}/manifests/{tag}");
+    let ctype = (header::CONTENT_TYPE, MANIFEST_TYPE.to_owned());
+    let resp = client.send(Method::PUT, &path, &[ctype], manifest).await?;
+    let resp = expect(resp, StatusCode::CREATED, "PUT manifest").await?;
+    drain(resp, |_| {}).await?;
+    Ok(len)
+}
+
 /// Untimed setup for `manifests`: per repository one config and one layer blob, then
 /// the same manifest under each tag.
 async fn setup_manifests(target: &Arc<Target>, repos: &[String], tags: usize, seed: u64) -> Tally {
     let mut client = Client::new(target.clone());
     let mut tally = Tally::default();
     for (r, repo) in repos.iter().enumerate() {
-        let config = Bytes::from(format!(
-            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"comment":"valv-bench {seed} {r}"}}"#
-        ));
-        let config = Blob {
-            digest: sha256_digest(&config),
-            data: config,
-        };
+        let config = config_blob(seed, r);
         let layer = generate(1, 1024, seed ^ r as u64).remove(0);
         for blob in [&config, &layer] {
             tally.ops += 1;
@@ -917,38 +1069,11 @@ async fn setup_manifests(target: &Arc<Target>, repos: &[String], tags: usize, se
                 tally.error(e);
             }
         }
-        let manifest = Bytes::from(
-            json!({
-                "schemaVersion": 2,
-                "mediaType": MANIFEST_TYPE,
-                "config": {
-                    "mediaType": "application/vnd.oci.image.config.v1+json",
-                    "digest": config.digest,
-                    "size": config.data.len(),
-                },
-                "layers": [{
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": layer.digest,
-                    "size": layer.data.len(),
-                }],
-            })
-            .to_string(),
-        );
+        let manifest = image_manifest(&config, &layer);
         for t in 0..tags {
             tally.ops += 1;
-            let path = format!("/v2/{repo}/manifests/t{t}");
-            let ctype = (header::CONTENT_TYPE, MANIFEST_TYPE.to_owned());
-            let result = match client
-                .send(Method::PUT, &path, &[ctype], manifest.clone())
-                .await
-            {
-                Ok(resp) => match expect(resp, StatusCode::CREATED, "PUT manifest").await {
-                    Ok(resp) => drain(resp, |_| {}).await.map(|_| ()),
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            };
-            if let Err(e) = result {
+            let tag = format!("t{t}");
+            if let Err(e) = put_manifest(&mut client, repo, &tag, manifest.clone()).await {
                 tally.error(e);
             }
         }
@@ -1041,6 +1166,41 @@ async fn main_async(cli: Cli) -> Result<Value, String> {
             };
             let result = run(plan, &target, common.concurrency).await;
             Ok(report(scenario, params, Some(setup), result))
+        }
+        Command::Op {
+            common,
+            kind,
+            repo,
+            size,
+            chunk,
+            tag,
+        } => {
+            let target = Arc::new(Target::from_common(&common)?);
+            let seed = common
+                .seed
+                .ok_or("op needs --seed (later ops find the same content by it)")?;
+            let name = kind
+                .to_possible_value()
+                .map(|v| v.get_name().to_owned())
+                .unwrap_or_default();
+            let params = json!({
+                "url": common.url, "kind": name, "repo": repo, "size": size,
+                "chunk": chunk, "tag": tag, "seed": seed,
+            });
+            let (result, http_requests, elapsed) =
+                run_op(target, kind, &repo, size, chunk, &tag, seed).await;
+            let (bytes, errors) = match result {
+                Ok(n) => (n, vec![]),
+                Err(e) => (0, vec![e]),
+            };
+            Ok(json!({
+                "scenario": "op",
+                "parameters": params,
+                "bytes": bytes,
+                "http_requests": http_requests,
+                "errors": { "count": errors.len(), "first": errors },
+                "elapsed_secs": elapsed,
+            }))
         }
         Command::Manifests {
             common,

@@ -205,6 +205,54 @@ fn every_subcommand_runs_cleanly_against_valv() {
 }
 
 #[test]
+fn op_does_each_kind_once_and_later_ops_find_the_content_by_seed() {
+    let valv = start_valv();
+    let size = SIZE.to_string();
+    // (arguments, HTTP requests the one operation takes), in the order a script runs
+    // them: the reads name what the pushes before them wrote, by seed and size.
+    let ops: [(&[&str], u64); 8] = [
+        (&["--kind", "push", "--size", &size], 2),
+        (&["--kind", "push-post", "--size", &size], 1),
+        // POST, 4 PATCHes (30000 does not divide 100 KiB), PUT.
+        (
+            &[
+                "--kind",
+                "push-chunked",
+                "--size",
+                &size,
+                "--chunk",
+                "30000",
+            ],
+            6,
+        ),
+        (&["--kind", "push-config"], 2),
+        (
+            &["--kind", "manifest-put", "--size", &size, "--tag", "v1"],
+            1,
+        ),
+        (&["--kind", "pull", "--size", &size], 1),
+        (&["--kind", "manifest-get", "--tag", "v1"], 1),
+        (&["--kind", "tags-list"], 1),
+    ];
+    for (args, http_requests) in ops {
+        let mut all = vec!["op", "--repo", "bench/op", "--seed", "7"];
+        all.extend(args);
+        let report = bench(&valv.url, &all);
+        assert_eq!(report["scenario"], "op", "{report}");
+        assert_eq!(report["errors"]["count"], 0, "{args:?}: {report}");
+        assert_eq!(report["http_requests"], http_requests, "{args:?}: {report}");
+    }
+    // The same pull with another seed names a blob nobody pushed.
+    let report = bench(
+        &valv.url,
+        &[
+            "op", "--repo", "bench/op", "--seed", "8", "--kind", "pull", "--size", &size,
+        ],
+    );
+    assert_eq!(report["errors"]["count"], 1, "{report}");
+}
+
+#[test]
 fn errors_are_counted_not_fatal() {
     // A socket bound but never listening, held for the whole test: every connect to
     // its port is refused, and no other process can take the port meanwhile.
