@@ -114,6 +114,8 @@ impl App {
         let store_config = storage::StoreConfig {
             reference_cache_ttl: std::time::Duration::from_millis(config.storage.tag_cache_ttl_ms),
             max_parts_in_flight: config.storage.parts_in_flight,
+            write_buffer_bytes: usize::try_from(config.storage.write_buffer_mib << 20)
+                .unwrap_or(usize::MAX),
             ..storage::StoreConfig::default()
         };
         let store = Store::open_with(backend, kek, &key_id, store_config).await?;

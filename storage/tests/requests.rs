@@ -12,6 +12,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -25,7 +26,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, UploadPart,
 };
-use storage::{Digest, NewManifest, Reference, RepositoryName, Store, Tag};
+use storage::{Digest, NewManifest, Reference, RepositoryName, Store, StoreConfig, Tag};
 
 /// Requests by kind (`GET`, `HEAD`, `PUT`, `POST`, `LIST`, `DELETE`, `COPY`).
 type Counts = Arc<Mutex<BTreeMap<&'static str, u64>>>;
@@ -39,6 +40,7 @@ fn count(counts: &Counts, kind: &'static str, n: u64) {
 struct Counting {
     inner: Arc<dyn ObjectStore>,
     counts: Counts,
+    parts: Arc<Gauge>,
 }
 
 impl fmt::Display for Counting {
@@ -47,18 +49,38 @@ impl fmt::Display for Counting {
     }
 }
 
-/// A multipart write that counts its parts and its completion.
+/// Part uploads running now, and the most there ever were at once.
+#[derive(Debug, Default)]
+struct Gauge {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// A multipart write that counts its parts and its completion, and gauges how many
+/// part uploads run at once. Each part takes 20 ms, an object store's latency (not a
+/// wait for anything: so that part uploads outlast the sealing of the next part, as
+/// they do on S3).
 #[derive(Debug)]
 struct CountingUpload {
     inner: Box<dyn MultipartUpload>,
     counts: Counts,
+    parts: Arc<Gauge>,
 }
 
 #[async_trait]
 impl MultipartUpload for CountingUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         count(&self.counts, "PUT", 1);
-        self.inner.put_part(data)
+        let part = self.inner.put_part(data);
+        let gauge = self.parts.clone();
+        let now = gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
+        gauge.peak.fetch_max(now, Ordering::SeqCst);
+        Box::pin(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let stored = part.await;
+            gauge.now.fetch_sub(1, Ordering::SeqCst);
+            stored
+        })
     }
     async fn complete(&mut self) -> object_store::Result<PutResult> {
         count(&self.counts, "POST", 1);
@@ -91,6 +113,7 @@ impl ObjectStore for Counting {
         Ok(Box::new(CountingUpload {
             inner,
             counts: self.counts.clone(),
+            parts: self.parts.clone(),
         }))
     }
     async fn get_opts(
@@ -154,6 +177,7 @@ async fn counted() -> (Store, Store, Counts, KeyFixture) {
     let objects: Arc<dyn ObjectStore> = Arc::new(Counting {
         inner: Arc::new(InMemory::new()),
         counts: counts.clone(),
+        parts: Arc::default(),
     });
     let key = key_fixture();
     let store = open(&objects, &key).await;
@@ -385,5 +409,61 @@ async fn what_each_operation_costs_in_requests() {
         wrong.is_empty(),
         "request counts changed:\n{}",
         wrong.join("\n")
+    );
+}
+
+/// The write budget bounds part buffers across all writes: four 12 MiB pushes at once
+/// with a budget of two 5 MiB parts never have more than two parts uploading, and all
+/// four complete (no write starves or deadlocks). The same pushes with a budget of
+/// many parts do overlap more, so the bound is the budget's doing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_write_budget_bounds_part_buffers_across_writes() {
+    async fn peak_parts(budget_parts: usize) -> usize {
+        let parts: Arc<Gauge> = Arc::default();
+        let objects: Arc<dyn ObjectStore> = Arc::new(Counting {
+            inner: Arc::new(InMemory::new()),
+            counts: Arc::default(),
+            parts: parts.clone(),
+        });
+        let key = key_fixture();
+        let config = StoreConfig {
+            write_buffer_bytes: budget_parts * 5 * MIB,
+            max_parts_in_flight: 2,
+            ..StoreConfig::default()
+        };
+        let store = open_with(&objects, &key, config).await;
+        let r = repo("budget/app");
+        let pushes = (0..4u64).map(|i| {
+            let store = store.clone();
+            let r = r.clone();
+            tokio::spawn(async move {
+                let data = pseudo_random(900 + i, 12 * MIB);
+                let digest = Digest::sha256_of(&data);
+                // Body chunks of 256 KiB, as a socket delivers them.
+                let chunks: Vec<Bytes> = data
+                    .chunks(256 * 1024)
+                    .map(Bytes::copy_from_slice)
+                    .collect();
+                store
+                    .put_blob(&r, &digest, body(chunks))
+                    .await
+                    .expect("push");
+                assert_eq!(read_all(&store, &digest).await, data);
+            })
+        });
+        for push in futures::future::join_all(pushes).await {
+            push.expect("push task");
+        }
+        parts.peak.load(Ordering::SeqCst)
+    }
+    let bounded = peak_parts(2).await;
+    assert!(
+        (1..=2).contains(&bounded),
+        "a budget of two parts had {bounded} uploading at once"
+    );
+    let unbounded = peak_parts(64).await;
+    assert!(
+        unbounded > 2,
+        "without the bound the pushes should overlap more ({unbounded} at once)"
     );
 }

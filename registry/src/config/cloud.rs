@@ -23,6 +23,8 @@ pub const PART_SIZE_MIB: std::ops::RangeInclusive<u64> = 5..=512;
 pub const PARTS_IN_FLIGHT: std::ops::RangeInclusive<usize> = 1..=16;
 const MAX_RETRIES: usize = 100;
 const MAX_TIMEOUT_SECS: u64 = 3600;
+/// The most memory `storage.write_buffer_mib` may promise to uploads (64 GiB).
+const MAX_WRITE_BUFFER_MIB: u64 = 64 * 1024;
 
 /// `[storage.s3]`: for `s3://` storage urls only.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -104,6 +106,12 @@ impl StorageConfig {
                 PARTS_IN_FLIGHT.start(),
                 PARTS_IN_FLIGHT.end(),
                 self.parts_in_flight
+            ));
+        }
+        if !(1..=MAX_WRITE_BUFFER_MIB).contains(&self.write_buffer_mib) {
+            problems.push(format!(
+                "storage.write_buffer_mib must be between 1 and {MAX_WRITE_BUFFER_MIB} (got {})",
+                self.write_buffer_mib
             ));
         }
         if self.retries > MAX_RETRIES {
@@ -299,6 +307,7 @@ mod tests {
         for (extra, key) in [
             ("part_size_mib = 3\n", "storage.part_size_mib"),
             ("part_size_mib = 513\n", "storage.part_size_mib"),
+            ("write_buffer_mib = 0\n", "storage.write_buffer_mib"),
             ("parts_in_flight = 0\n", "storage.parts_in_flight"),
             ("parts_in_flight = 17\n", "storage.parts_in_flight"),
             ("retries = 101\n", "storage.retries"),

@@ -157,6 +157,10 @@ pub struct StorageConfig {
     pub part_size_mib: u64,
     /// Parts of one data-object write uploaded at once (every backend).
     pub parts_in_flight: usize,
+    /// MiB of part buffers all uploads in progress together may hold (every backend):
+    /// an upload waits for room, reading no more of its body meanwhile. Raised to one
+    /// part when smaller.
+    pub write_buffer_mib: u64,
     /// Retries of a failed object-store request (S3, Azure); 0 = none.
     pub retries: usize,
     /// No retry starts later than this after a request's first attempt.
@@ -180,6 +184,7 @@ impl Default for StorageConfig {
             orphan_grace_secs: 3600,
             part_size_mib: 5,
             parts_in_flight: 2,
+            write_buffer_mib: 32,
             retries: 10,
             retry_timeout_secs: 180,
             request_timeout_secs: 30,

@@ -3,6 +3,7 @@
 //!
 //! - `blobs`: reading, deleting and linking committed blobs.
 //! - `uploads`: upload sessions and the commit of a blob.
+//! - `sealing`: a request body sealed into one new data object, hashed on the side.
 //! - `manifests`: manifests, tags, referrers, the catalog.
 //! - `objects`: small typed helpers over the object store (JSON objects, create-only
 //!   puts, listing) shared by the others.
@@ -55,6 +56,10 @@ pub struct StoreConfig {
     /// `part size × (max_parts_in_flight + 1)`; the part size is the backend's
     /// ([`crate::backend::Backend::part_size`]).
     pub max_parts_in_flight: usize,
+    /// Bytes of part buffers all writes together may hold (`sealing` module docs):
+    /// each buffer of a write beyond its first 256 KiB takes one part size of it
+    /// until its part is stored, and a write waits for its share. At least one part.
+    pub write_buffer_bytes: usize,
     /// How long a manifest GET may reuse a tag or digest resolution read before (a
     /// change made through another node is seen within it; 0 = always read).
     pub reference_cache_ttl: std::time::Duration,
@@ -70,6 +75,7 @@ impl Default for StoreConfig {
         StoreConfig {
             segment_size: SEGMENT_SIZE,
             max_parts_in_flight: 2,
+            write_buffer_bytes: 32 * 1024 * 1024,
             reference_cache_ttl: std::time::Duration::from_secs(1),
             manifest_cache_bytes: 4 * 1024 * 1024,
             clock: Clock::system(),
@@ -207,6 +213,8 @@ struct Inner {
     manifest_cache: cache::ManifestCache<manifests::ManifestLink>,
     /// Repositories whose catalog entry is known to exist.
     known_repositories: KnownRepositories,
+    /// The bound on bytes buffered by all data-object writes.
+    write_budget: sealing::WriteBudget,
 }
 
 /// A bounded set of repository names (a catalog entry, once written, stays; forgetting
@@ -264,16 +272,19 @@ impl Store {
             config.manifest_cache_bytes,
             config.clock.clone(),
         );
+        let write_budget =
+            sealing::WriteBudget::new(config.write_buffer_bytes, backend.part_size());
         Ok(Store {
             inner: Arc::new(Inner {
                 manifest_cache,
-                backend,
                 kek,
                 config,
                 metrics: StoreMetrics::default(),
                 keyring: RwLock::new(KeySlot::Loaded(Arc::new(keyring))),
                 revocation_epoch: Arc::new(AtomicU64::new(0)),
                 known_repositories: KnownRepositories::default(),
+                write_budget,
+                backend,
             }),
         })
     }

@@ -6,15 +6,28 @@
 //! requests as the size allows: one PUT when the sealed bytes fit in one part,
 //! otherwise a multipart write of the backend's part size with at most
 //! `max_parts_in_flight` parts uploading at once, the body read no faster than they
-//! go out. A write that ends the blob puts its final segment into the same object, so
+//! go out.
+//!
+//! Memory is bounded store-wide, not only per write: every part buffer beyond the
+//! first `UNBUDGETED_BYTES` of a write holds a part-sized share of the store's write
+//! budget (`StoreConfig::write_buffer_bytes`) from its first byte until its upload
+//! ends. A write that finds the budget spent waits before reading more of its body
+//! (the client is slowed by TCP, nothing fails). It cannot deadlock: a write waits
+//! only while it holds no share of its own for the next part, and every share held is
+//! either a part being uploaded (on a task of its own, so it ends) or a part being
+//! filled from a body. A write that ends the blob puts its final segment into the same object, so
 //! a blob pushed in one request is one data object. SHA-256 (or the digest's
 //! algorithm) is computed on a blocking thread of its own while the request task
 //! seals and writes.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{MultipartUpload, ObjectStoreExt, PutPayload};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 
 use super::{BodyStream, Store};
 use crate::crypto::hash::ResumableHash;
@@ -104,11 +117,84 @@ impl Sealed {
     }
 }
 
+/// Bytes of a write buffered without a share of the write budget: what a manifest or
+/// an image config needs, so small writes never wait behind large ones.
+const UNBUDGETED_BYTES: usize = 256 * 1024;
+
+/// The store-wide bound on bytes buffered for data-object writes (module docs).
+#[derive(Debug)]
+pub(super) struct WriteBudget {
+    permits: Arc<Semaphore>,
+    /// Permits one part buffer takes: the part size, as a semaphore count.
+    part: u32,
+}
+
+impl WriteBudget {
+    /// A budget of `bytes` for parts of `part_size`; never less than one part, so a
+    /// write can always make progress.
+    pub(super) fn new(bytes: usize, part_size: usize) -> WriteBudget {
+        let part = u32::try_from(part_size.max(1)).unwrap_or(u32::MAX);
+        WriteBudget {
+            permits: Arc::new(Semaphore::new(bytes.max(part as usize))),
+            part,
+        }
+    }
+
+    /// A share for one part buffer; waits while the budget is spent.
+    async fn part_share(&self) -> Result<OwnedSemaphorePermit> {
+        self.permits
+            .clone()
+            .acquire_many_owned(self.part)
+            .await
+            .map_err(|_| StoreError::Internal("the write budget was closed".into()))
+    }
+}
+
+/// A part being filled: its segments, their length, and its share of the budget.
+#[derive(Default)]
+struct PartBuffer {
+    segments: Vec<Bytes>,
+    len: usize,
+    share: Option<OwnedSemaphorePermit>,
+}
+
+impl PartBuffer {
+    fn take_payload(&mut self) -> (PutPayload, Option<OwnedSemaphorePermit>) {
+        self.len = 0;
+        (
+            self.segments.drain(..).collect::<PutPayload>(),
+            self.share.take(),
+        )
+    }
+}
+
 /// One data object being written: held in memory until it outgrows one part, then a
-/// multipart write.
+/// multipart write whose parts upload on tasks of their own, each holding its buffer's
+/// share of the budget until it is done.
 enum DataWriter {
-    Buffered { parts: Vec<Bytes>, len: usize },
-    Multipart(WriteMultipart),
+    Buffered(PartBuffer),
+    Multipart {
+        upload: Box<dyn MultipartUpload>,
+        filling: PartBuffer,
+        uploading: JoinSet<Result<()>>,
+    },
+}
+
+impl DataWriter {
+    /// Stops a write that failed: parts in flight are cancelled, a multipart upload
+    /// aborted (best effort: an upload left behind is invisible, see OPERATIONS.md).
+    async fn abort(self) {
+        if let DataWriter::Multipart {
+            mut upload,
+            mut uploading,
+            ..
+        } = self
+        {
+            uploading.abort_all();
+            while uploading.join_next().await.is_some() {}
+            let _ = upload.abort().await;
+        }
+    }
 }
 
 impl Store {
@@ -126,10 +212,7 @@ impl Store {
         ending: Ending,
     ) -> Result<Sealed> {
         let hasher = hash.map(BackgroundHash::start);
-        let mut writer = DataWriter::Buffered {
-            parts: Vec::new(),
-            len: 0,
-        };
+        let mut writer = DataWriter::Buffered(PartBuffer::default());
         let mut received = 0u64;
         let mut segments = 0u64;
         let mut sealed = Vec::new();
@@ -164,23 +247,11 @@ impl Store {
         let (tail, hash) = match outcome {
             Ok(done) => done,
             Err(e) => {
-                if let DataWriter::Multipart(w) = writer {
-                    let _ = w.abort().await;
-                }
+                writer.abort().await;
                 return Err(e);
             }
         };
-        match writer {
-            DataWriter::Buffered { parts, .. } if parts.is_empty() => {}
-            DataWriter::Buffered { parts, .. } => {
-                self.objects()
-                    .put(path, parts.into_iter().collect::<PutPayload>())
-                    .await?;
-            }
-            DataWriter::Multipart(w) => {
-                w.finish().await?;
-            }
-        }
+        self.finish_writer(writer, path).await?;
         self.metrics()
             .segments_sealed
             .fetch_add(segments, std::sync::atomic::Ordering::Relaxed);
@@ -193,8 +264,9 @@ impl Store {
     }
 
     /// Adds one sealed segment to the object: buffered while the object fits in one
-    /// part, else into the multipart write, waiting while too many parts are in flight
-    /// (so the body is read no faster than the object store takes it).
+    /// part, else into the multipart write, waiting while too many parts of this write
+    /// are in flight or the store's write budget is spent (so the body is read no
+    /// faster than the object store takes it).
     async fn write_segment(
         &self,
         writer: &mut DataWriter,
@@ -202,26 +274,109 @@ impl Store {
         segment: Bytes,
     ) -> Result<()> {
         let part_size = self.backend().part_size();
+        let budget = &self.inner.write_budget;
         match writer {
-            DataWriter::Buffered { parts, len } if *len + segment.len() <= part_size => {
-                *len += segment.len();
-                parts.push(segment);
-            }
-            DataWriter::Buffered { parts, .. } => {
-                let upload = self.objects().put_multipart(path).await?;
-                let mut w = WriteMultipart::new_with_chunk_size(upload, part_size);
-                for p in parts.drain(..) {
-                    w.put(p);
+            DataWriter::Buffered(buffer) if buffer.len + segment.len() <= part_size => {
+                if buffer.share.is_none() && buffer.len + segment.len() > UNBUDGETED_BYTES {
+                    buffer.share = Some(budget.part_share().await?);
                 }
-                w.put(segment);
-                *writer = DataWriter::Multipart(w);
+                buffer.len += segment.len();
+                buffer.segments.push(segment);
             }
-            DataWriter::Multipart(w) => {
-                w.put(segment);
-                w.wait_for_capacity(self.inner.config.max_parts_in_flight)
-                    .await?;
+            DataWriter::Buffered(buffer) => {
+                // More than one part: the buffer becomes the first part.
+                let upload = self.objects().put_multipart(path).await?;
+                let mut first = std::mem::take(buffer);
+                if first.share.is_none() {
+                    first.share = Some(budget.part_share().await?);
+                }
+                let mut uploading = JoinSet::new();
+                let mut upload = upload;
+                send_part(&mut upload, &mut first, &mut uploading);
+                *writer = DataWriter::Multipart {
+                    upload,
+                    filling: PartBuffer::default(),
+                    uploading,
+                };
+                Box::pin(self.write_segment(writer, path, segment)).await?;
+            }
+            DataWriter::Multipart {
+                upload,
+                filling,
+                uploading,
+            } => {
+                if filling.share.is_none() {
+                    filling.share = Some(budget.part_share().await?);
+                }
+                filling.len += segment.len();
+                filling.segments.push(segment);
+                if filling.len >= part_size {
+                    send_part(upload, filling, uploading);
+                    while uploading.len() >= self.inner.config.max_parts_in_flight.max(1) {
+                        joined(uploading.join_next().await)?;
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// Ends the object: one PUT of what is buffered, or the last part and the
+    /// completion of the multipart write once every part is in.
+    async fn finish_writer(&self, writer: DataWriter, path: &Path) -> Result<()> {
+        match writer {
+            DataWriter::Buffered(buffer) if buffer.segments.is_empty() => Ok(()),
+            DataWriter::Buffered(mut buffer) => {
+                let (payload, _share) = buffer.take_payload();
+                self.objects().put(path, payload).await?;
+                Ok(())
+            }
+            DataWriter::Multipart {
+                mut upload,
+                mut filling,
+                mut uploading,
+            } => {
+                if !filling.segments.is_empty() {
+                    send_part(&mut upload, &mut filling, &mut uploading);
+                }
+                let mut failed = None;
+                while let Some(done) = uploading.join_next().await {
+                    if let Err(e) = joined(Some(done)) {
+                        failed.get_or_insert(e);
+                    }
+                }
+                if let Some(e) = failed {
+                    let _ = upload.abort().await;
+                    return Err(e);
+                }
+                upload.complete().await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Starts uploading what `buffer` holds as the next part, on a task of its own that
+/// holds the buffer's share of the budget until the part is stored.
+fn send_part(
+    upload: &mut Box<dyn MultipartUpload>,
+    buffer: &mut PartBuffer,
+    uploading: &mut JoinSet<Result<()>>,
+) {
+    let (payload, share) = buffer.take_payload();
+    let part = upload.put_part(payload);
+    uploading.spawn(async move {
+        let stored = part.await.map_err(StoreError::from);
+        drop(share);
+        stored
+    });
+}
+
+/// The outcome of a part's task: its own error, or `Internal` if the task panicked.
+fn joined(done: Option<std::result::Result<Result<()>, tokio::task::JoinError>>) -> Result<()> {
+    match done {
+        None | Some(Ok(Ok(()))) => Ok(()),
+        Some(Ok(Err(e))) => Err(e),
+        Some(Err(_)) => Err(StoreError::Internal("a part upload stopped".into())),
     }
 }
