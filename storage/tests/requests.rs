@@ -60,17 +60,25 @@ struct Gauge {
 /// part uploads run at once. Each part takes 20 ms, an object store's latency (not a
 /// wait for anything: so that part uploads outlast the sealing of the next part, as
 /// they do on S3).
+///
+/// Like S3, it refuses to complete an upload whose parts but the last are under
+/// 5 MiB (`EntityTooSmall`), which the in-memory store would accept.
 #[derive(Debug)]
 struct CountingUpload {
     inner: Box<dyn MultipartUpload>,
     counts: Counts,
     parts: Arc<Gauge>,
+    sizes: Vec<usize>,
 }
+
+/// S3's smallest part but the last.
+const S3_MIN_PART: usize = 5 * 1024 * 1024;
 
 #[async_trait]
 impl MultipartUpload for CountingUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         count(&self.counts, "PUT", 1);
+        self.sizes.push(data.content_length());
         let part = self.inner.put_part(data);
         let gauge = self.parts.clone();
         let now = gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
@@ -84,6 +92,13 @@ impl MultipartUpload for CountingUpload {
     }
     async fn complete(&mut self) -> object_store::Result<PutResult> {
         count(&self.counts, "POST", 1);
+        let (_last, others) = self.sizes.split_last().unwrap_or((&0, &[]));
+        if let Some(small) = others.iter().find(|&&n| n < S3_MIN_PART) {
+            return Err(object_store::Error::Generic {
+                store: "Counting",
+                source: format!("EntityTooSmall: a part of {small} bytes is not the last").into(),
+            });
+        }
         self.inner.complete().await
     }
     async fn abort(&mut self) -> object_store::Result<()> {
@@ -114,6 +129,7 @@ impl ObjectStore for Counting {
             inner,
             counts: self.counts.clone(),
             parts: self.parts.clone(),
+            sizes: Vec::new(),
         }))
     }
     async fn get_opts(

@@ -284,21 +284,22 @@ impl Store {
                 buffer.segments.push(segment);
             }
             DataWriter::Buffered(buffer) => {
-                // More than one part: the buffer becomes the first part.
-                let upload = self.objects().put_multipart(path).await?;
+                // More than one part: the buffer and this segment become the first
+                // part (every part but the last at least the part size, as S3 needs).
+                let mut upload = self.objects().put_multipart(path).await?;
                 let mut first = std::mem::take(buffer);
                 if first.share.is_none() {
                     first.share = Some(budget.part_share().await?);
                 }
+                first.len += segment.len();
+                first.segments.push(segment);
                 let mut uploading = JoinSet::new();
-                let mut upload = upload;
                 send_part(&mut upload, &mut first, &mut uploading);
                 *writer = DataWriter::Multipart {
                     upload,
                     filling: PartBuffer::default(),
                     uploading,
                 };
-                Box::pin(self.write_segment(writer, path, segment)).await?;
             }
             DataWriter::Multipart {
                 upload,
