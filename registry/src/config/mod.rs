@@ -184,7 +184,7 @@ impl Default for StorageConfig {
             orphan_grace_secs: 3600,
             part_size_mib: 5,
             parts_in_flight: 2,
-            write_buffer_mib: 32,
+            write_buffer_mib: 24,
             retries: 10,
             retry_timeout_secs: 180,
             request_timeout_secs: 30,

@@ -75,7 +75,7 @@ impl Default for StoreConfig {
         StoreConfig {
             segment_size: SEGMENT_SIZE,
             max_parts_in_flight: 2,
-            write_buffer_bytes: 32 * 1024 * 1024,
+            write_buffer_bytes: 24 * 1024 * 1024,
             reference_cache_ttl: std::time::Duration::from_secs(1),
             manifest_cache_bytes: 4 * 1024 * 1024,
             clock: Clock::system(),

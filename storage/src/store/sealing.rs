@@ -35,7 +35,7 @@ use crate::crypto::segment::Sealer;
 use crate::{Result, StoreError};
 
 /// Bytes of body a hashing thread may lag behind its upload (memory bound per upload).
-const HASH_LAG_BYTES: usize = 2 * 1024 * 1024;
+const HASH_LAG_BYTES: usize = 1024 * 1024;
 
 /// SHA-256 of an upload on a blocking thread of its own, so the costliest per-byte step
 /// runs on one core while the request task receives, seals and writes on the other.
