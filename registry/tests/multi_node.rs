@@ -45,13 +45,11 @@ use util::common::clients::{
     assert_pushed, build_context, config_digest, fetch_blob, fetch_manifest, layers, path_str,
     push_digest, random_bytes, Docker, Images, Podman, DOCKER_MANIFEST, MIB,
 };
-use util::common::keyvault::within;
+use util::common::keyvault::{show, within, ADMIN_TOKEN};
 use util::common::{client, sha256, Valv};
 use util::fresh_store_url;
 
 const NODES: usize = 3;
-/// The admin API's token on every node (test-only).
-const ADMIN_TOKEN: &str = "test-only-admin-token";
 
 // ---------------------------------------------------------------------------------
 // Three nodes
@@ -584,17 +582,6 @@ fn key_check_deadline() -> Duration {
 /// disabled: five key checks. A node still on the old keyring would fail one of them;
 /// the revocation below shows that a disabled version is noticed well within it.
 const ADOPTION_WINDOW: Duration = Duration::from_secs(5 * INTERVAL);
-
-async fn show(http: &Client, node: &Valv) -> serde_json::Value {
-    let r = http
-        .get(node.url("/admin/v1/encryption"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("GET /admin/v1/encryption");
-    assert_eq!(r.status(), StatusCode::OK, "admin show");
-    r.json().await.expect("admin JSON")
-}
 
 /// The KEK version a node's registry keys are wrapped under, as it reports it.
 async fn kek_in_use(http: &Client, node: &Valv) -> String {

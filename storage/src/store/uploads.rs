@@ -335,17 +335,9 @@ impl Store {
         start: Option<u64>,
         body: BodyStream<'_>,
     ) -> Result<Session> {
-        let part_path = next_part_path(&session.state);
-        let sealed = self
-            .seal_into(
-                &part_path,
-                session_sealer(&session, start)?,
-                Some(session.secrets.hash.clone()),
-                body,
-                Ending::HoldTail,
-            )
+        let (part_path, state, secrets) = self
+            .seal_next(id, &session, start, body, Ending::HoldTail)
             .await?;
-        let (state, secrets) = advanced(id, &session, &part_path, sealed, Ending::HoldTail)?;
 
         let next = session.seq + 1;
         if !objects::create_json(
@@ -375,6 +367,31 @@ impl Store {
         session.state = state;
         session.secrets = secrets;
         Ok(session)
+    }
+
+    /// Seals `body` into the session's next data object (with the final segment when
+    /// `ending` says so) and returns its path with the session's next state, not yet
+    /// written, and secrets.
+    async fn seal_next(
+        &self,
+        id: &UploadId,
+        session: &Session,
+        start: Option<u64>,
+        body: BodyStream<'_>,
+        ending: Ending,
+    ) -> Result<(object_store::path::Path, SessionState, SessionSecrets)> {
+        let part_path = next_part_path(&session.state);
+        let sealed = self
+            .seal_into(
+                &part_path,
+                session_sealer(session, start)?,
+                Some(session.secrets.hash.clone()),
+                body,
+                ending,
+            )
+            .await?;
+        let (state, secrets) = advanced(id, session, &part_path, sealed, ending)?;
+        Ok((part_path, state, secrets))
     }
 
     /// Why an append lost its state put: the session moved on (`OffsetMismatch` with
@@ -468,17 +485,9 @@ impl Store {
         body: BodyStream<'_>,
         digest: &Digest,
     ) -> Result<Option<Session>> {
-        let part_path = next_part_path(&session.state);
-        let sealed = self
-            .seal_into(
-                &part_path,
-                session_sealer(&session, start)?,
-                Some(session.secrets.hash.clone()),
-                body,
-                Ending::Final,
-            )
+        let (part_path, mut next, secrets) = self
+            .seal_next(id, &session, start, body, Ending::Final)
             .await?;
-        let (mut next, secrets) = advanced(id, &session, &part_path, sealed, Ending::Final)?;
         next.phase = Phase::Committing {
             digest: digest.clone(),
         };
