@@ -345,7 +345,7 @@ async fn what_each_operation_costs_in_requests() {
     table.push((
         "pull (GET), 12 MiB monolithic",
         c,
-        expect(&[("GET", 2), ("HEAD", 2)]),
+        expect(&[("GET", 2), ("HEAD", 1)]),
     ));
     let c = cost(&counts, async {
         let read = other
@@ -359,7 +359,7 @@ async fn what_each_operation_costs_in_requests() {
     table.push((
         "pull (GET), 12 MiB chunked",
         c,
-        expect(&[("GET", 4), ("HEAD", 4)]),
+        expect(&[("GET", 4), ("HEAD", 3)]),
     ));
 
     // A manifest by tag, and the tags list.

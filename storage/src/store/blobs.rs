@@ -69,6 +69,17 @@ impl Store {
     /// Fails (rather than calling a blob broken) when access is revoked or the
     /// object store cannot answer: only what was positively seen damaged is `Broken`.
     pub(super) async fn examine(&self, digest: &Digest) -> Result<Stored> {
+        match self.examine_envelope(digest).await? {
+            Stored::Intact(intact) if !self.data_present(&intact.envelope).await? => {
+                Ok(Stored::Broken(intact.raw))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// [`Store::examine`] without looking at the data objects: `Intact` here means
+    /// only that the envelope opens. A read checks the data objects as it opens them.
+    async fn examine_envelope(&self, digest: &Digest) -> Result<Stored> {
         let Some((bytes, parsed)) = self.load_envelope_raw(digest).await? else {
             return Ok(Stored::Absent);
         };
@@ -82,9 +93,6 @@ impl Store {
         let Some(opened) = self.open_envelope(&envelope)? else {
             return Ok(Stored::Broken(bytes));
         };
-        if !self.data_present(&envelope).await? {
-            return Ok(Stored::Broken(bytes));
-        }
         Ok(Stored::Intact(Box::new(Intact {
             envelope,
             opened,
@@ -119,6 +127,12 @@ impl Store {
     /// Whether every data object `envelope` names exists and holds at least the sealed
     /// bytes the envelope records for it (bytes past them are never read).
     pub(super) async fn data_present(&self, envelope: &Envelope) -> Result<bool> {
+        self.parts_present(envelope, None).await
+    }
+
+    /// [`Store::data_present`] for every data object but the one at `except` (a read
+    /// whose GET of it answers for it).
+    async fn parts_present(&self, envelope: &Envelope, except: Option<usize>) -> Result<bool> {
         let lengths = envelope
             .sealed_part_lengths()
             .ok_or(StoreError::Integrity)?;
@@ -130,7 +144,14 @@ impl Store {
         else {
             return Ok(false); // not data objects the store wrote
         };
-        let checks: Vec<(Path, u64)> = names.iter().map(DataObject::to_path).zip(lengths).collect();
+        let checks: Vec<(Path, u64)> = names
+            .iter()
+            .map(DataObject::to_path)
+            .zip(lengths)
+            .enumerate()
+            .filter(|(index, _)| Some(*index) != except)
+            .map(|(_, check)| check)
+            .collect();
         let present = futures::future::try_join_all(
             checks
                 .into_iter()
@@ -170,22 +191,41 @@ impl Store {
     /// segments surface in the stream.
     pub async fn read_blob(&self, digest: &Digest, range: Option<RangeSpec>) -> Result<BlobRead> {
         // Missing or short data objects are found here, before the caller sends any
-        // header, rather than as a cut body.
+        // header, rather than as a cut body: the first one the read needs is opened now
+        // (its GET answers for it), the others are looked at meanwhile.
+        let damaged = || {
+            tracing::warn!(%digest, "the blob's envelope or data objects are damaged or missing");
+            StoreError::Integrity
+        };
         let Intact {
             envelope, opened, ..
-        } = match self.examine(digest).await? {
+        } = match self.examine_envelope(digest).await? {
             Stored::Intact(intact) => *intact,
             Stored::Absent => return Err(StoreError::BlobUnknown),
-            Stored::Broken(_) => {
-                tracing::warn!(%digest, "the blob's envelope or data objects are damaged or missing");
-                return Err(StoreError::Integrity);
-            }
+            Stored::Broken(_) => return Err(damaged()),
         };
         let byte_range = match range {
             Some(spec) => resolve_range(spec, envelope.size)?,
             None => 0..envelope.size,
         };
-        let body = self.read_opened(&envelope, opened, byte_range.clone())?;
+        let mut requests = self.part_requests(&envelope, &opened, byte_range.clone())?;
+        let stride = sealed_segment_len(envelope.segment_size);
+        let first = if requests.is_empty() {
+            None
+        } else {
+            let (index, path, range) = requests.remove(0);
+            let (first, rest_present) = futures::future::join(
+                self.backend().read(path, range, stride),
+                self.parts_present(&envelope, Some(index)),
+            )
+            .await;
+            match (first, rest_present) {
+                (Err(StoreError::Integrity), _) | (_, Ok(false)) => return Err(damaged()),
+                (Err(e), _) | (_, Err(e)) => return Err(e),
+                (Ok(first), Ok(true)) => Some(first),
+            }
+        };
+        let body = self.read_requests(&envelope, opened, byte_range.clone(), first, requests);
         Ok(BlobRead {
             info: BlobInfo {
                 digest: digest.clone(),
@@ -215,27 +255,54 @@ impl Store {
         opened: Opened,
         range: Range<u64>,
     ) -> Result<ByteStream> {
-        let Opened { keys, data } = opened;
+        let requests = self.part_requests(envelope, &opened, range.clone())?;
+        Ok(self.read_requests(envelope, opened, range, None, requests))
+    }
+
+    /// The ranged reads of data objects that plaintext bytes `range` needs, in order.
+    fn part_requests(
+        &self,
+        envelope: &Envelope,
+        opened: &Opened,
+        range: Range<u64>,
+    ) -> Result<Vec<(usize, Path, Range<u64>)>> {
         let plan =
             ReadPlan::for_range(envelope.segment_size, envelope.size, range.start, range.end);
         let lengths = envelope
             .sealed_part_lengths()
             .ok_or(StoreError::Integrity)?;
-        let requests: Vec<(Path, Range<u64>)> = plan
+        Ok(plan
             .part_ranges(&lengths)
             .into_iter()
-            .filter_map(|(index, range)| Some((data.0.get(index)?.to_path(), range)))
-            .collect();
+            .filter_map(|(index, range)| Some((index, opened.data.0.get(index)?.to_path(), range)))
+            .collect())
+    }
 
+    /// Decrypts the sealed bytes of `requests` (after `first`, already opened, when
+    /// given) as plaintext bytes `range`.
+    fn read_requests(
+        &self,
+        envelope: &Envelope,
+        opened: Opened,
+        range: Range<u64>,
+        first: Option<crate::backend::SealedStream>,
+        requests: Vec<(usize, Path, Range<u64>)>,
+    ) -> ByteStream {
+        let Opened { keys, .. } = opened;
+        let plan =
+            ReadPlan::for_range(envelope.segment_size, envelope.size, range.start, range.end);
         let backend = self.backend().clone();
         let stride = sealed_segment_len(envelope.segment_size);
-        let sealed = futures::stream::iter(requests)
-            .then(move |(path, range)| {
+        let rest = futures::stream::iter(requests)
+            .then(move |(_, path, range)| {
                 let backend = backend.clone();
                 async move { backend.read(path, range, stride).await }
             })
-            .try_flatten()
-            .boxed();
+            .try_flatten();
+        let sealed = match first {
+            Some(first) => first.chain(rest).boxed(),
+            None => rest.boxed(),
+        };
         let plaintext = decrypt_stream(
             keys.cipher(),
             plan,
@@ -248,7 +315,7 @@ impl Store {
             plaintext
         };
         // After the prefetch: segments decrypted ahead are not yielded once access is revoked.
-        Ok(self.cut_on_revocation(plaintext))
+        self.cut_on_revocation(plaintext)
     }
 
     /// Deletes the blob everywhere (envelope first, so it stops existing at once, then
