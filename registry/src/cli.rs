@@ -199,6 +199,10 @@ pub struct ServeArgs {
     /// clients without a certificate are still admitted [env: VALV_TLS_CLIENT_CA]
     #[arg(long, value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Log lines as `text` or `json` (one object per line) on stderr
+    /// [env: VALV_LOG_FORMAT] [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
 }
 
 impl ServeArgs {
@@ -217,6 +221,7 @@ impl ServeArgs {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             tls_client_ca: self.tls_client_ca.clone(),
+            log_format: self.log_format.clone(),
         }
     }
 }

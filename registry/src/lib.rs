@@ -6,7 +6,7 @@
 //! it; the key lifecycle sits between them and knows nothing of HTTP.
 //! - start-up: [`cli`] (clap arguments) → [`config`] (typed settings: file → env →
 //!   flags, validated) → [`app`] (one [`app::App`]: the opened store, the key status
-//!   and the settings; no globals).
+//!   and the settings; no globals) and [`logging`] (the log subscriber, text or JSON).
 //! - [`http`]: serving. [`http::server`] (accept loop, connection limit, graceful
 //!   shutdown, access log) → [`http::routes`] (method + path → typed route) →
 //!   [`http::gate`] (authentication and authorization through [`auth`], then the key gate) →
@@ -37,6 +37,7 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod logging;
 pub mod tls;
 
 /// The header every response carries, so Docker clients recognise a v2 registry.

@@ -7,27 +7,16 @@ use std::sync::Arc;
 
 use clap::Parser;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 use valv::app::{dev_key_notice, exposure_warning, App, KeySource};
 #[cfg(feature = "dev-keyvault")]
 use valv::cli::DevKeyvaultArgs;
-use valv::cli::{Cli, Command, EncryptionCommand, ServeArgs};
-use valv::config::Config;
+use valv::cli::{Cli, Command, EncryptionCommand};
+use valv::config::{Config, LogFormat};
 use valv::tls::{reload::Reloader, ServerTls, Sources, TlsFiles};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs go to stderr: stdout carries only the "listening on" line that scripts and
-    // the test harness wait for.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only for a terminal: journald and log files get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -38,8 +27,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The configuration comes before the log subscriber, as it picks the format; a
+    // configuration error is therefore plain text on stderr, whatever the format.
+    let mut format = LogFormat::Text;
+    if !matches!(cli.command, Command::Serve(_)) {
+        valv::logging::init(format);
+    }
     let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => match Config::load(&args.overrides(), &|k| std::env::var(k).ok()) {
+            Ok(config) => {
+                format = config.log.format;
+                valv::logging::init(format);
+                runtime.block_on(serve(config))
+            }
+            Err(e) => Err(e.into()),
+        },
         Command::Kek(command) => {
             valv::commands::kek::run(&command, &mut std::io::stdout().lock()).map_err(Into::into)
         }
@@ -50,14 +52,27 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("valv: {e}");
+            match format {
+                LogFormat::Text => eprintln!("valv: {e}"),
+                // Every stderr line stays a JSON object.
+                LogFormat::Json => tracing::error!(error = %e, "valv stopped"),
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let config = Config::load(&args.overrides(), &|k| std::env::var(k).ok())?;
+/// Tells the operator something that must not be missed: a banner in text, one
+/// warning in JSON (where every stderr line is an object).
+fn notice(format: LogFormat, banner: &str, line: &str) {
+    match format {
+        LogFormat::Text => eprintln!("{banner}"),
+        LogFormat::Json => tracing::warn!("{line}"),
+    }
+}
+
+async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let format = config.log.format;
     // TLS files first: a bad certificate should not wait behind creating a dev key.
     let (tls, reloader) = match TlsFiles::from_config(&config.server.tls) {
         Some(files) => {
@@ -68,7 +83,14 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let (app, key) = App::build(&config).await?;
     match &key {
-        KeySource::DevKey { id, created } => eprintln!("{}", dev_key_notice(id, *created)),
+        KeySource::DevKey { id, created } => notice(
+            format,
+            &dev_key_notice(id, *created),
+            &format!(
+                "using the local development key-encryption key {id}: for development only, \
+                 it lives on the same disk as the data it protects (see docs/OPERATIONS.md)"
+            ),
+        ),
         KeySource::Configured(id) => {
             tracing::info!(key = %id, "encrypting under the configured key")
         }
@@ -78,7 +100,14 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
     let addr = listener.local_addr()?;
     if let Some(warning) = exposure_warning(addr, tls.is_some(), config.auth.enabled()) {
-        eprintln!("{warning}");
+        // The banner's own lines, joined, say the same in one line.
+        let line = warning
+            .lines()
+            .map(|l| l.trim_start_matches('*').trim())
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        notice(format, &warning, &line);
     }
     // SIGHUP is taken before the listener is announced: its default action is to exit.
     let reloads = reloader.map(|reloader| {

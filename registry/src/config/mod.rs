@@ -34,6 +34,39 @@ pub struct Config {
     pub encryption: EncryptionConfig,
     pub admin: AdminConfig,
     pub auth: AuthConfig,
+    pub log: LogConfig,
+}
+
+/// `[log]`: how log lines are written (to stderr). Which lines is `RUST_LOG`'s.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (the default, for people) or `json` (one object per line, for log
+    /// collectors).
+    #[serde(deserialize_with = "log_format")]
+    pub format: LogFormat,
+}
+
+/// The shape of a log line (`log.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// tracing's human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("{other:?} is not \"text\" or \"json\"")),
+        }
+    }
 }
 
 /// The admin API (`/admin/v1/…`). Without a token it is disabled (404).
@@ -239,6 +272,7 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_client_ca: Option<PathBuf>,
+    pub log_format: Option<String>,
 }
 
 /// Where the object store lives, parsed from `storage.url` (the storage crate opens it).
@@ -282,6 +316,7 @@ pub mod env {
     pub const TLS_KEY: &str = "VALV_TLS_KEY";
     pub const TLS_CLIENT_CA: &str = "VALV_TLS_CLIENT_CA";
     pub const TLS_RELOAD_INTERVAL_SECS: &str = "VALV_TLS_RELOAD_INTERVAL_SECS";
+    pub const LOG_FORMAT: &str = "VALV_LOG_FORMAT";
 }
 
 impl Config {
@@ -460,6 +495,9 @@ impl Config {
             getenv,
             problems,
         );
+        if let Some(v) = getenv(env::LOG_FORMAT) {
+            set_log_format(&mut self.log.format, &v, env::LOG_FORMAT, problems);
+        }
     }
 
     /// Overrides fields from command-line flags (the top layer). A value that does not
@@ -500,6 +538,9 @@ impl Config {
         }
         if let Some(v) = &flags.tls_client_ca {
             self.server.tls.client_ca_file = Some(v.clone());
+        }
+        if let Some(v) = &flags.log_format {
+            set_log_format(&mut self.log.format, v, "--log-format", problems);
         }
     }
 
@@ -604,6 +645,21 @@ fn set_key_id(field: &mut Option<KeyId>, text: &str, source: &str, problems: &mu
         Ok(id) => *field = Some(id),
         Err(e) => problems.push(format!("encryption.key_id ({source}): {e}")),
     }
+}
+
+/// Parses a log format given by `source` (a variable or a flag) into `field`.
+fn set_log_format(field: &mut LogFormat, text: &str, source: &str, problems: &mut Vec<String>) {
+    match text.parse() {
+        Ok(f) => *field = f,
+        Err(e) => problems.push(format!("log.format ({source}): {e}")),
+    }
+}
+
+/// `log.format` in the file: the message names the key (serde's would list variants).
+fn log_format<'de, D: serde::Deserializer<'de>>(d: D) -> Result<LogFormat, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse()
+        .map_err(|e| serde::de::Error::custom(format!("log.format: {e}")))
 }
 
 /// Deserializes an optional value through its `FromStr` (the file layer of
@@ -917,6 +973,40 @@ mod tests {
         let getenv = |k: &str| (k == env::TOKEN_AUTH).then(|| "maybe".to_string());
         let e = Config::load(&Overrides::default(), &getenv).unwrap_err();
         assert!(e.to_string().contains("VALV_TOKEN_AUTH"), "{e}");
+    }
+
+    #[test]
+    fn log_format_layers_and_unknown_values_name_the_key() {
+        assert_eq!(Config::default().log.format, LogFormat::Text);
+        let c = Config::from_toml("[log]\nformat = \"json\"\n").expect("parse");
+        assert_eq!(c.log.format, LogFormat::Json);
+        let e = Config::from_toml("[log]\nformat = \"xml\"\n").unwrap_err();
+        assert!(e.contains("log.format") && e.contains("\"xml\""), "{e}");
+        assert!(Config::from_toml("[log]\nformt = \"json\"\n").is_err());
+        // The environment beats the file, the flag beats both.
+        let getenv = |k: &str| (k == env::LOG_FORMAT).then(|| "json".to_string());
+        let c = Config::load(&Overrides::default(), &getenv).expect("load");
+        assert_eq!(c.log.format, LogFormat::Json);
+        let flags = Overrides {
+            log_format: Some("text".into()),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            Config::load(&flags, &getenv).expect("load").log.format,
+            LogFormat::Text
+        );
+        // Bad values from both layers are reported together, each naming its source.
+        let getenv = |k: &str| (k == env::LOG_FORMAT).then(|| "yaml".to_string());
+        let flags = Overrides {
+            log_format: Some("JSON!".into()),
+            ..Overrides::default()
+        };
+        let Err(ConfigError::Invalid(p)) = Config::load(&flags, &getenv) else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("log.format (VALV_LOG_FORMAT)") && p[0].contains("yaml"));
+        assert!(p[1].contains("log.format (--log-format)") && p[1].contains("JSON!"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The HTTP layer: everything between a TCP connection and one store call.
 //!
-//! A request goes [`server`] (accept loop, connection limit, graceful shutdown, one log
-//! line per request) → [`routes`] (method + path → typed [`routes::Route`]) → [`gate`]
+//! A request goes [`server`] (accept loop, connection limit, graceful shutdown) →
+//! [`access`] (request id, span, one log line per request) → [`routes`] (method + path → typed [`routes::Route`]) → [`gate`]
 //! (authentication, when it exists, then the key gate) → [`handlers`] (thin: parse,
 //! call one store operation, build the response) → [`reply`] / [`errors`] (the
 //! response builder; the OCI error codes, their JSON envelope, and the exhaustive
@@ -12,6 +12,7 @@
 //! (manifest schemas by media type and the references they carry); [`body`] streams
 //! request and response bodies (blob bodies are never buffered).
 
+pub mod access;
 pub mod body;
 pub mod conn;
 pub mod errors;

@@ -115,6 +115,27 @@ enum Resource<'a> {
 }
 
 impl Resource<'_> {
+    /// The path with its names as placeholders: what a log line or a metric groups
+    /// requests by (a raw path has as many values as there are repositories).
+    fn template(&self) -> &'static str {
+        match self {
+            Resource::Healthz => "/healthz",
+            Resource::Readyz => "/readyz",
+            Resource::AdminEncryption => "/admin/v1/encryption",
+            Resource::AdminRotateKey => "/admin/v1/encryption/rotate-key",
+            Resource::AdminSweep => "/admin/v1/storage/sweep",
+            Resource::AuthToken => "/auth/token",
+            Resource::ApiBase => "/v2/",
+            Resource::Catalog => "/v2/_catalog",
+            Resource::Tags(_) => "/v2/{name}/tags/list",
+            Resource::Manifest(..) => "/v2/{name}/manifests/{reference}",
+            Resource::Blob(..) => "/v2/{name}/blobs/{digest}",
+            Resource::Uploads(_) => "/v2/{name}/blobs/uploads/",
+            Resource::Upload(..) => "/v2/{name}/blobs/uploads/{id}",
+            Resource::Referrers(..) => "/v2/{name}/referrers/{digest}",
+        }
+    }
+
     fn allow(&self) -> &'static str {
         match self {
             Resource::Healthz | Resource::Readyz | Resource::ApiBase => "GET, HEAD",
@@ -224,6 +245,13 @@ pub fn route(method: &Method, path: &str) -> Result<Route, RouteError> {
     })
 }
 
+/// The route template `path` (raw, as [`route`] takes it) falls under, whatever the
+/// method and whether or not its names are valid; `None` for a path no route has.
+pub fn template(path: &str) -> Option<&'static str> {
+    let decoded = percent_decode(path)?;
+    resource(&decoded).map(|r| r.template())
+}
+
 fn resource(path: &str) -> Option<Resource<'_>> {
     match path {
         "/healthz" => return Some(Resource::Healthz),
@@ -297,6 +325,42 @@ mod tests {
 
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     const U: &str = "9f1c1c9e-3c7e-4d6b-8a4e-2b6f1d0c5a11";
+
+    #[test]
+    fn templates_hide_names_and_need_no_valid_ones() {
+        for (path, want) in [
+            ("/v2/", Some("/v2/")),
+            ("/v2", Some("/v2/")),
+            ("/healthz", Some("/healthz")),
+            ("/auth/token", Some("/auth/token")),
+            (
+                "/v2/a/b/c/manifests/latest",
+                Some("/v2/{name}/manifests/{reference}"),
+            ),
+            (
+                "/v2/team/app/blobs/sha256%3Aabc",
+                Some("/v2/{name}/blobs/{digest}"),
+            ),
+            (
+                "/v2/Not_Valid!/blobs/uploads/",
+                Some("/v2/{name}/blobs/uploads/"),
+            ),
+            ("/v2/x/blobs/uploads", Some("/v2/{name}/blobs/uploads/")),
+            (
+                "/v2/x/blobs/uploads/some-id",
+                Some("/v2/{name}/blobs/uploads/{id}"),
+            ),
+            ("/v2/x/tags/list", Some("/v2/{name}/tags/list")),
+            (
+                "/v2/x/referrers/sha256:0",
+                Some("/v2/{name}/referrers/{digest}"),
+            ),
+            ("/v2/x/unknown/thing", None),
+            ("/favicon.ico", None),
+        ] {
+            assert_eq!(template(path), want, "{path}");
+        }
+    }
 
     fn ok(method: Method, path: &str) -> Route {
         route(&method, path).unwrap_or_else(|e| panic!("{method} {path}: {e:?}"))

@@ -1,5 +1,5 @@
 //! The accept loop: a bounded number of connections, TLS when configured, graceful
-//! shutdown, and one log line per request.
+//! shutdown; each request is logged by [`access`].
 //!
 //! Plain connections speak HTTP/1.1. TLS connections ([`crate::tls::accept`]: the
 //! handshake, bounded by the header-read timeout) speak what ALPN chose, HTTP/2 or
@@ -10,11 +10,10 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http::header::CONTENT_LENGTH;
 use http::{HeaderName, HeaderValue, Request, Response};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -24,10 +23,11 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::app::App;
+use crate::http::access;
 use crate::http::body::{Body, RequestBody};
 use crate::http::conn::Connection;
 use crate::http::errors::{name_error, ApiError, ErrorCode};
-use crate::http::handlers::{handle, Subject};
+use crate::http::handlers::handle;
 use crate::http::reply::error_response;
 use crate::http::routes::{route, RouteError};
 use crate::tls::{Negotiated, ServerTls};
@@ -213,19 +213,20 @@ async fn serve_http<I>(
     }
 }
 
-/// Routes and handles one request, and logs it: method, path, HTTP version, status,
-/// the authenticated subject (a name, `anonymous` or `-`), response bytes, duration,
-/// and the verified client-certificate subject when there is one. Never the body, the
-/// query (the token endpoint's may carry a password), or any header value.
+/// One request, logged: its id, span and access line are [`access::logged`]'s.
 async fn serve_request(app: &App, conn: &Connection, req: Request<Incoming>) -> Response<Body> {
-    let started = Instant::now();
+    access::logged(conn, req, |req| respond(app, conn, req)).await
+}
+
+/// Routes and handles one request.
+async fn respond(app: &App, conn: &Connection, req: Request<Incoming>) -> Response<Body> {
     let version = req.version();
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
     let (parts, body) = req.into_parts();
     let (body, body_end) = RequestBody::new(body);
     let req = Request::from_parts(parts, body);
-    let mut resp = match route(&method, &path) {
+    let routed = route(&method, req.uri().path());
+    let mut resp = match routed {
         Ok(r) => match handle(app, conn, r, req).await {
             Ok(resp) => resp,
             Err(e) => error_response(e),
@@ -243,29 +244,6 @@ async fn serve_request(app: &App, conn: &Connection, req: Request<Incoming>) -> 
         resp.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let subject = resp
-        .extensions_mut()
-        .remove::<Subject>()
-        .map(|s| s.0)
-        .unwrap_or_else(|| "-".to_owned());
-    let bytes = resp
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .or_else(|| resp.body().size_hint().exact());
-    tracing::info!(
-        target: "valv::access",
-        %method,
-        %path,
-        ?version,
-        status = resp.status().as_u16(),
-        %subject,
-        bytes = bytes.unwrap_or(0),
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        client = conn.client_subject.as_deref(),
-        "request"
-    );
     resp
 }
 

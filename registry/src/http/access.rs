@@ -1,0 +1,192 @@
+//! Request ids and the access log: every request runs inside a span carrying its id
+//! (so any event logged while it is handled names it), ends with one line at INFO on
+//! the target `valv::access`, and answers with the id in `X-Request-Id`, errors and
+//! refusals included.
+//!
+//! What the access line holds is chosen, not dumped: the method, the route template,
+//! the path (never the query: the token endpoint's may carry a password), the HTTP
+//! version, the status, the subject the gate admitted (a name, never a credential),
+//! the response bytes, the duration and a verified client-certificate subject. No
+//! header value except the request id, and no body.
+
+use std::future::Future;
+use std::time::Instant;
+
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use hyper::body::Body as _;
+use ring::rand::{SecureRandom, SystemRandom};
+use tracing::Instrument as _;
+
+use crate::http::body::Body;
+use crate::http::conn::Connection;
+use crate::http::handlers::Subject;
+use crate::http::routes;
+
+/// The request id header, read from the client and always sent back.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest client-sent id kept; a longer one is replaced.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// A request's id: the client's `X-Request-Id` when it is 1–128 visible ASCII
+/// characters (so it can be logged and echoed as it is), else 16 random bytes in hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// The id for a request with `headers`: the client's if sane, else a new one.
+    pub fn for_request(headers: &HeaderMap) -> RequestId {
+        headers
+            .get(X_REQUEST_ID)
+            .and_then(RequestId::from_client)
+            .unwrap_or_else(RequestId::generate)
+    }
+
+    /// The client's id, if it is 1–128 bytes of visible ASCII (`!` to `~`: no spaces,
+    /// no control characters, nothing a log reader could mistake for structure).
+    pub fn from_client(value: &HeaderValue) -> Option<RequestId> {
+        let b = value.as_bytes();
+        let sane = !b.is_empty()
+            && b.len() <= MAX_REQUEST_ID_LEN
+            && b.iter().all(|c| c.is_ascii_graphic());
+        // All bytes are ASCII, so this is the same text.
+        sane.then(|| RequestId(String::from_utf8_lossy(b).into_owned()))
+    }
+
+    /// 16 random bytes as 32 hex digits.
+    pub fn generate() -> RequestId {
+        let mut bytes = [0u8; 16];
+        // The OS generator fails only if the OS has none; an all-zero id still serves
+        // (it just does not tell requests apart), where refusing the request would not.
+        if SystemRandom::new().fill(&mut bytes).is_err() {
+            tracing::warn!("no OS randomness for a request id");
+        }
+        RequestId(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn header_value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_str(&self.0).ok()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Serves `req` with `serve` inside the request's span, then sets `X-Request-Id` on the
+/// response and writes the access line.
+///
+/// The span is at ERROR level so that it is enabled whenever any event is: under
+/// `RUST_LOG=warn` a warning inside a request still names its request id.
+/// The duration runs until the response head is ready; a streamed body (a blob)
+/// continues after it.
+pub async fn logged<B, F, Fut>(conn: &Connection, req: Request<B>, serve: F) -> Response<Body>
+where
+    F: FnOnce(Request<B>) -> Fut,
+    Fut: Future<Output = Response<Body>>,
+{
+    let started = Instant::now();
+    let id = RequestId::for_request(req.headers());
+    let span = tracing::error_span!("request", request_id = %id);
+    let method = req.method().clone();
+    let version = req.version();
+    let path = req.uri().path().to_owned();
+    let mut resp = serve(req).instrument(span.clone()).await;
+    if let Some(v) = id.header_value() {
+        resp.headers_mut().insert(X_REQUEST_ID, v);
+    }
+    let subject = resp
+        .extensions_mut()
+        .remove::<Subject>()
+        .map(|s| s.0)
+        .unwrap_or_else(|| "-".to_owned());
+    let bytes = resp
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .or_else(|| resp.body().size_hint().exact());
+    span.in_scope(|| {
+        tracing::info!(
+            target: "valv::access",
+            request_id = %id,
+            %method,
+            route = %routes::template(&path).unwrap_or("-"),
+            %path,
+            ?version,
+            status = resp.status().as_u16(),
+            %subject,
+            bytes = bytes.unwrap_or(0),
+            // Whole microseconds, so the number prints short (0.23, not 0.2300000001).
+            duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
+            client = conn.client_subject.as_deref(),
+            "request"
+        )
+    });
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id_for(value: &[u8]) -> Option<RequestId> {
+        RequestId::from_client(&HeaderValue::from_bytes(value).expect("header value"))
+    }
+
+    #[test]
+    fn a_sane_client_id_is_kept_as_it_is() {
+        for v in [
+            "a",
+            "req-42",
+            "0123456789abcdef",
+            "a.b_c:d/e=f~!",
+            &"x".repeat(128),
+        ] {
+            assert_eq!(id_for(v.as_bytes()).map(|i| i.0), Some(v.to_owned()), "{v}");
+        }
+    }
+
+    #[test]
+    fn an_insane_client_id_is_replaced() {
+        let long = "x".repeat(129);
+        for v in [
+            &b""[..],
+            b" ",
+            b"has space",
+            b"tab\there",
+            b"caf\xc3\xa9",
+            b"\xff",
+            long.as_bytes(),
+        ] {
+            assert_eq!(id_for(v), None, "{v:?}");
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(X_REQUEST_ID, HeaderValue::from_static("two words"));
+        let id = RequestId::for_request(&headers);
+        assert_ne!(id.as_str(), "two words");
+        assert_eq!(id.as_str().len(), 32);
+    }
+
+    #[test]
+    fn generated_ids_are_32_hex_digits_and_differ() {
+        let (a, b) = (RequestId::generate(), RequestId::generate());
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            assert_eq!(id.as_str().len(), 32);
+            assert!(id.as_str().bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
+        }
+        assert_eq!(
+            RequestId::for_request(&HeaderMap::new()).as_str().len(),
+            32,
+            "no header: a new id"
+        );
+    }
+}
