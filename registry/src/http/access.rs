@@ -54,15 +54,23 @@ impl RequestId {
         sane.then(|| RequestId(String::from_utf8_lossy(b).into_owned()))
     }
 
-    /// 16 random bytes as 32 hex digits.
+    /// 32 hex digits: a random prefix drawn once per process and a counter, so ids
+    /// are unique across nodes and restarts without a system call per request (an
+    /// id is a label, not a secret).
     pub fn generate() -> RequestId {
-        let mut bytes = [0u8; 16];
-        // The OS generator fails only if the OS has none; an all-zero id still serves
-        // (it just does not tell requests apart), where refusing the request would not.
-        if SystemRandom::new().fill(&mut bytes).is_err() {
-            tracing::warn!("no OS randomness for a request id");
-        }
-        RequestId(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let prefix = PREFIX.get_or_init(|| {
+            let mut bytes = [0u8; 8];
+            // The OS generator fails only if the OS has none; ids then still tell this
+            // process's requests apart, where refusing requests would not serve.
+            if SystemRandom::new().fill(&mut bytes).is_err() {
+                tracing::warn!("no OS randomness for request ids");
+            }
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        });
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        RequestId(format!("{prefix}{n:016x}"))
     }
 
     pub fn as_str(&self) -> &str {
