@@ -28,6 +28,7 @@ use crate::http::body::{Body, RequestBody};
 use crate::http::conn::Connection;
 use crate::http::errors::{name_error, ApiError, ErrorCode};
 use crate::http::handlers::{handle, Subject};
+use crate::http::metrics;
 use crate::http::reply::error_response;
 use crate::http::routes::{route, RouteError};
 use crate::tls::{Negotiated, ServerTls};
@@ -225,7 +226,9 @@ async fn serve_request(app: &App, conn: &Connection, req: Request<Incoming>) -> 
     let (parts, body) = req.into_parts();
     let (body, body_end) = RequestBody::new(body);
     let req = Request::from_parts(parts, body);
-    let mut resp = match route(&method, &path) {
+    let routed = route(&method, &path);
+    let observation = metrics::observe(app, &routed, &method, &body_end);
+    let mut resp = match routed {
         Ok(r) => match handle(app, conn, r, req).await {
             Ok(resp) => resp,
             Err(e) => error_response(e),
@@ -266,7 +269,7 @@ async fn serve_request(app: &App, conn: &Connection, req: Request<Incoming>) -> 
         client = conn.client_subject.as_deref(),
         "request"
     );
-    resp
+    observation.finish(resp, &body_end)
 }
 
 fn route_error(e: RouteError) -> ApiError {
