@@ -28,8 +28,9 @@ cd "$ROOT"
 # certificates (TLS tests).
 APT_PACKAGES=(docker.io skopeo podman docker-registry python3 python3-pip openssl ca-certificates curl)
 # Python packages: oras-py, the ORAS client library the artifact tests drive; moto's
-# server, the S3 the storage tests run on.
-PIP_PACKAGES=(oras==0.2.43 "moto[server]==5.2.5")
+# server, the S3 the storage tests run on; prometheus-client, whose text parser checks
+# /metrics (registry/tests/metrics.rs).
+PIP_PACKAGES=(oras==0.2.43 "moto[server]==5.2.5" prometheus-client==0.23.1)
 # npm packages: Azurite, the Azure Blob Storage emulator (needs node and npm).
 NPM_PACKAGES=(azurite@3.37.0)
 
@@ -113,14 +114,14 @@ fi
 
 # ---------------------------------------------------------------------------------
 step "python packages: ${PIP_PACKAGES[*]}"
-if python3 -c 'import oras.provider, moto.server, importlib.metadata as m; assert m.version("oras") == "0.2.43" and m.version("moto") == "5.2.5"' 2>/dev/null; then
+if python3 -c 'import oras.provider, moto.server, prometheus_client.parser, importlib.metadata as m; assert m.version("oras") == "0.2.43" and m.version("moto") == "5.2.5" and m.version("prometheus-client") == "0.23.1"' 2>/dev/null; then
     echo "already installed"
     step_done python "already installed"
 else
     # Debian's own python3 is "externally managed" (PEP 668): retry with the flag it asks for.
     python3 -m pip install --quiet --disable-pip-version-check "${PIP_PACKAGES[@]}" ||
         python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "${PIP_PACKAGES[@]}"
-    python3 -c 'import oras.provider, moto.server'
+    python3 -c 'import oras.provider, moto.server, prometheus_client.parser'
     step_done python "installed ${PIP_PACKAGES[*]}"
 fi
 

@@ -15,6 +15,8 @@ use thiserror::Error;
 use crate::auth::Authenticator;
 use crate::config::{AdminSettings, Config, StorageUrl};
 use crate::keys::{KeyStatus, WatchSettings};
+use crate::metrics::kms::{MeteredKek, Provider};
+use crate::metrics::Metrics;
 
 /// The local development KEK's name under `<data_dir>/keys`.
 pub const DEV_KEY_NAME: &str = "valv-dev-kek";
@@ -56,6 +58,8 @@ pub struct App {
     pub admin: AdminSettings,
     /// Access control (`[auth]`): who a request is and what it may do.
     pub auth: Authenticator,
+    /// What `/metrics` reports; recorded at the edges (HTTP, the KEK, the store).
+    pub metrics: Metrics,
 }
 
 /// Which KEK the registry runs under, so `main` can tell the operator.
@@ -108,7 +112,15 @@ impl App {
                     problems.join("\n  ")
                 ))
             })?;
+        let mut metrics = Metrics::new();
         let (kek, key_id, source) = open_kek(config, &data_dir).await?;
+        // Every vault call from here on is measured: the keyring's load, the watcher's
+        // probes and rotations, the admin API's.
+        let kek: Arc<dyn Kek> = Arc::new(MeteredKek::new(
+            kek,
+            Provider::of(&key_id),
+            metrics.kms.clone(),
+        ));
         let (backend, url) = open_objects(config, &data_dir)?;
         backend.probe(&url).await.map_err(start_error)?;
         let store_config = storage::StoreConfig {
@@ -119,11 +131,15 @@ impl App {
             ..storage::StoreConfig::default()
         };
         let store = Store::open_with(backend, kek, &key_id, store_config).await?;
+        metrics.register_store(store.clone());
+        let key_status = KeyStatus::new();
+        // Opening the store unwrapped the registry keys: the first successful probe.
+        key_status.record_probe_success();
         let app = App {
             store,
             settings: Settings::from_config(config),
             key_id,
-            key_status: KeyStatus::new(),
+            key_status,
             watch: WatchSettings::from_config(config),
             admin: AdminSettings {
                 token: config.admin.token.clone(),
@@ -132,6 +148,7 @@ impl App {
                     .filter(|v| !v.is_empty()),
             },
             auth,
+            metrics,
         };
         Ok((app, source))
     }

@@ -153,6 +153,10 @@ pub struct ServeArgs {
     /// Address to listen on, host:port [env: VALV_LISTEN] [default: 127.0.0.1:5000]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// A second listener serving only /metrics, without authentication, host:port
+    /// (port 0 picks a free port) [env: VALV_METRICS_LISTEN] [default: none]
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// Data directory for the local KEK and the default filesystem storage
     /// [env: VALV_DATA_DIR] [default: ./valv-data]
     #[arg(long, value_name = "DIR")]
@@ -210,6 +214,7 @@ impl ServeArgs {
         Overrides {
             config: self.config.clone(),
             listen: self.listen.clone(),
+            metrics_listen: self.metrics_listen.clone(),
             data_dir: self.data_dir.clone(),
             key_id: self.key_id.clone(),
             storage: self.storage.clone(),

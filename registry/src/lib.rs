@@ -24,6 +24,9 @@
 //!   accept loop in [`http::server`] calls it; nothing else does.
 //! - [`keys`]: the key lifecycle. [`keys::state`] (the key state every request reads,
 //!   the watch settings) and [`keys::watcher`] (probe, revoke, recover, rotate).
+//! - [`metrics`]: what `/metrics` reports: the registry of counters and histograms the
+//!   HTTP edge records into ([`http::metrics`]), the metered KEK ([`metrics::kms`]), and
+//!   the store's and the key state's values read at each scrape.
 //! - [`commands`]: the one-shot subcommands: [`commands::kek`] (`valv kek …` for
 //!   local `file://` keys) and [`commands::admin_client`] (`valv encryption …`).
 //!
@@ -38,6 +41,7 @@ pub mod config;
 pub mod http;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
 pub mod tls;
 
 /// The header every response carries, so Docker clients recognise a v2 registry.

@@ -99,6 +99,14 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match &config.server.metrics_listen {
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .map_err(|e| format!("cannot listen on {at} (server.metrics_listen): {e}"))?,
+        ),
+        None => None,
+    };
     if let Some(warning) = exposure_warning(addr, tls.is_some(), config.auth.enabled()) {
         // The banner's own lines, joined, say the same in one line.
         let line = warning
@@ -122,6 +130,10 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let mut out = std::io::stdout().lock();
+        // Before the main line, which scripts and the tests wait for.
+        if let Some(m) = &metrics_listener {
+            writeln!(out, "metrics listening on http://{}", m.local_addr()?)?;
+        }
         writeln!(out, "listening on {scheme}://{addr}")?;
         out.flush()?;
     }
@@ -168,7 +180,21 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
                 .await
         }
     });
+    // The metrics listener stops with the process; a scrape has nothing to drain.
+    let metrics = metrics_listener.map(|listener| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) =
+                valv::http::metrics::serve(listener, app, std::future::pending::<()>()).await
+            {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        })
+    });
     let served = valv::http::server::run(listener, app, tls, shutdown_signal()).await;
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     let _ = stop_watcher.send(());
     let _ = watcher.await;
     sweeps.abort();

@@ -112,6 +112,10 @@ pub struct ServerConfig {
     /// `host:port` to listen on. Loopback by default, so a development registry is
     /// never exposed by accident.
     pub listen: String,
+    /// `host:port` of a second listener that serves only `/metrics`, without
+    /// authentication (for a scraper on a private network); none by default. The main
+    /// listener's `/metrics` follows access control (docs/OPERATIONS.md "Metrics").
+    pub metrics_listen: Option<String>,
     /// Connections served at once; further ones wait in the kernel's accept queue
     /// instead of exhausting file descriptors or memory.
     pub max_connections: usize,
@@ -157,6 +161,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:5000".into(),
+            metrics_listen: None,
             max_connections: 1024,
             shutdown_grace_secs: 30,
             header_read_timeout_secs: 30,
@@ -261,6 +266,7 @@ impl Default for EncryptionConfig {
 pub struct Overrides {
     pub config: Option<PathBuf>,
     pub listen: Option<String>,
+    pub metrics_listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub key_id: Option<String>,
     pub storage: Option<String>,
@@ -295,6 +301,7 @@ pub enum ConfigError {
 pub mod env {
     pub const CONFIG: &str = "VALV_CONFIG";
     pub const LISTEN: &str = "VALV_LISTEN";
+    pub const METRICS_LISTEN: &str = "VALV_METRICS_LISTEN";
     pub const MAX_CONNECTIONS: &str = "VALV_MAX_CONNECTIONS";
     pub const SHUTDOWN_GRACE_SECS: &str = "VALV_SHUTDOWN_GRACE_SECS";
     pub const HEADER_READ_TIMEOUT_SECS: &str = "VALV_HEADER_READ_TIMEOUT_SECS";
@@ -391,6 +398,9 @@ impl Config {
         }
         if let Some(v) = getenv(env::LISTEN) {
             self.server.listen = v;
+        }
+        if let Some(v) = getenv(env::METRICS_LISTEN) {
+            self.server.metrics_listen = Some(v);
         }
         number(
             &mut self.server.max_connections,
@@ -506,6 +516,9 @@ impl Config {
         if let Some(v) = &flags.listen {
             self.server.listen = v.clone();
         }
+        if let Some(v) = &flags.metrics_listen {
+            self.server.metrics_listen = Some(v.clone());
+        }
         if let Some(v) = &flags.data_dir {
             self.storage.data_dir = v.clone();
         }
@@ -547,8 +560,13 @@ impl Config {
     /// Checks every setting; the error lists all problems found.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        if let Err(e) = check_listen(&self.server.listen) {
+        if let Err(e) = check_listen("server.listen", &self.server.listen) {
             problems.push(e);
+        }
+        if let Some(metrics) = &self.server.metrics_listen {
+            if let Err(e) = check_listen("server.metrics_listen", metrics) {
+                problems.push(e);
+            }
         }
         if self.server.max_connections == 0 {
             problems.push("server.max_connections must be at least 1".into());
@@ -675,9 +693,9 @@ where
 }
 
 /// `host:port` with a numeric port; the host is resolved when binding.
-fn check_listen(listen: &str) -> Result<(), String> {
+fn check_listen(setting: &str, listen: &str) -> Result<(), String> {
     let bad =
-        || format!("server.listen {listen:?} must be host:port, e.g. 127.0.0.1:5000 or [::]:5000");
+        || format!("{setting} {listen:?} must be host:port, e.g. 127.0.0.1:5000 or [::]:5000");
     let (host, port) = listen.rsplit_once(':').ok_or_else(bad)?;
     if host.is_empty() || port.parse::<u16>().is_err() {
         return Err(bad());
@@ -1010,12 +1028,43 @@ mod tests {
     }
 
     #[test]
+    fn metrics_listen_layers_file_env_flag() {
+        let file =
+            Config::from_toml("[server]\nmetrics_listen = \"127.0.0.1:9090\"\n").expect("toml");
+        assert_eq!(
+            file.server.metrics_listen.as_deref(),
+            Some("127.0.0.1:9090")
+        );
+        assert_eq!(Config::default().server.metrics_listen, None);
+
+        let mut c = file.clone();
+        let mut problems = Vec::new();
+        let getenv = |k: &str| (k == env::METRICS_LISTEN).then(|| "10.0.0.5:9100".to_string());
+        c.apply_env(&getenv, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(c.server.metrics_listen.as_deref(), Some("10.0.0.5:9100"));
+        c.apply_flags(
+            &Overrides {
+                metrics_listen: Some("127.0.0.1:0".into()),
+                ..Overrides::default()
+            },
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(c.server.metrics_listen.as_deref(), Some("127.0.0.1:0"));
+
+        c.server.metrics_listen = Some("9090".into());
+        let e = c.validate().expect_err("no host");
+        assert!(e.to_string().contains("server.metrics_listen"), "{e}");
+    }
+
+    #[test]
     fn listen_forms() {
-        assert!(check_listen("127.0.0.1:0").is_ok());
-        assert!(check_listen("[::1]:5000").is_ok());
-        assert!(check_listen("localhost:5000").is_ok());
-        assert!(check_listen("127.0.0.1").is_err());
-        assert!(check_listen(":5000").is_err());
-        assert!(check_listen("127.0.0.1:99999").is_err());
+        assert!(check_listen("server.listen", "127.0.0.1:0").is_ok());
+        assert!(check_listen("server.listen", "[::1]:5000").is_ok());
+        assert!(check_listen("server.listen", "localhost:5000").is_ok());
+        assert!(check_listen("server.listen", "127.0.0.1").is_err());
+        assert!(check_listen("server.listen", ":5000").is_err());
+        assert!(check_listen("server.listen", "127.0.0.1:99999").is_err());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -86,7 +86,8 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
-/// A request body that records whether it was read to its end.
+/// A request body that records whether it was read to its end, and how many bytes of
+/// it were read (for `/metrics`).
 ///
 /// A handler may answer without reading the body (an error, or a repeated commit
 /// that needs nothing from it). hyper then cannot find where the next request on the
@@ -96,26 +97,40 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 #[derive(Debug)]
 pub struct RequestBody {
     inner: Incoming,
-    read_to_end: Arc<AtomicBool>,
+    read: Arc<ReadState>,
+}
+
+#[derive(Debug)]
+struct ReadState {
+    to_end: AtomicBool,
+    bytes: AtomicU64,
 }
 
 /// Whether a [`RequestBody`] was read to its end, kept by the server while the
 /// handler has the body.
 #[derive(Debug)]
-pub struct BodyEnd(Arc<AtomicBool>);
+pub struct BodyEnd(Arc<ReadState>);
 
 impl BodyEnd {
     /// True when the request carried a body that was not read to its end.
     pub fn unread(&self) -> bool {
-        !self.0.load(Ordering::Acquire)
+        !self.0.to_end.load(Ordering::Acquire)
+    }
+
+    /// Bytes of the body read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.0.bytes.load(Ordering::Relaxed)
     }
 }
 
 impl RequestBody {
     pub fn new(inner: Incoming) -> (Self, BodyEnd) {
-        let read_to_end = Arc::new(AtomicBool::new(hyper::body::Body::is_end_stream(&inner)));
-        let end = BodyEnd(read_to_end.clone());
-        (RequestBody { inner, read_to_end }, end)
+        let read = Arc::new(ReadState {
+            to_end: AtomicBool::new(hyper::body::Body::is_end_stream(&inner)),
+            bytes: AtomicU64::new(0),
+        });
+        let end = BodyEnd(read.clone());
+        (RequestBody { inner, read }, end)
     }
 }
 
@@ -128,8 +143,15 @@ impl hyper::body::Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.read
+                    .bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
         if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
-            self.read_to_end.store(true, Ordering::Release);
+            self.read.to_end.store(true, Ordering::Release);
         }
         polled
     }

@@ -8,7 +8,7 @@
 //! route needs), 403 `DENIED` for an authenticated caller without the right, 429
 //! `TOOMANYREQUESTS` with `Retry-After` while failed authentications from the address
 //! or for the user are over the limit. `/healthz`, `/readyz` and the token endpoint are
-//! open.
+//! open; `/metrics` needs the admin role while access control is on.
 //!
 //! The key gate refuses content while the registry's keys are unusable (DESIGN §7):
 //! 403 `DENIED` naming the key after a revocation, 503 `UNAVAILABLE` once an outage has
@@ -60,7 +60,10 @@ pub async fn admit(
 pub fn need(route: &Route) -> Need<'_> {
     match route {
         Route::Healthz | Route::Readyz | Route::AuthToken { .. } => Need::Nothing,
-        Route::AdminEncryption | Route::AdminRotateKey | Route::AdminSweep => Need::Admin,
+        // The handler decides: open without access control, the admin role with it.
+        Route::AdminEncryption | Route::AdminRotateKey | Route::AdminSweep | Route::Metrics => {
+            Need::Admin
+        }
         Route::ApiBase => Need::Authenticated,
         Route::Catalog => Need::Catalog,
         Route::ListTags { repo }
@@ -114,6 +117,7 @@ pub fn needs_keys(route: &Route) -> bool {
     match route {
         Route::Healthz
         | Route::Readyz
+        | Route::Metrics
         | Route::AuthToken { .. }
         | Route::ApiBase
         | Route::AdminEncryption

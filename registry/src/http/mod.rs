@@ -10,7 +10,8 @@
 //! Edge parsers, each unit-tested on its own: [`routes`], [`query`] (percent-decoded
 //! query strings), [`range`] (`Range` and upload `Content-Range`), [`manifest`]
 //! (manifest schemas by media type and the references they carry); [`body`] streams
-//! request and response bodies (blob bodies are never buffered).
+//! request and response bodies (blob bodies are never buffered). [`metrics`] records
+//! each request for `/metrics` and serves it (also on its own listener).
 
 pub mod access;
 pub mod body;
@@ -19,6 +20,7 @@ pub mod errors;
 pub mod gate;
 pub mod handlers;
 pub mod manifest;
+pub mod metrics;
 pub mod query;
 pub mod range;
 pub mod reply;

@@ -16,6 +16,8 @@ pub enum Route {
     Healthz,
     /// `GET /readyz`: the registry can serve content.
     Readyz,
+    /// `GET /metrics`: Prometheus metrics (see [`crate::http::metrics`]).
+    Metrics,
     /// `GET /admin/v1/encryption`: the admin API's key report (see [`crate::http::handlers::admin`]).
     AdminEncryption,
     /// `POST /admin/v1/encryption/rotate-key`.
@@ -100,6 +102,7 @@ impl From<NameError> for RouteError {
 enum Resource<'a> {
     Healthz,
     Readyz,
+    Metrics,
     AdminEncryption,
     AdminRotateKey,
     AdminSweep,
@@ -121,6 +124,7 @@ impl Resource<'_> {
         match self {
             Resource::Healthz => "/healthz",
             Resource::Readyz => "/readyz",
+            Resource::Metrics => "/metrics",
             Resource::AdminEncryption => "/admin/v1/encryption",
             Resource::AdminRotateKey => "/admin/v1/encryption/rotate-key",
             Resource::AdminSweep => "/admin/v1/storage/sweep",
@@ -138,7 +142,9 @@ impl Resource<'_> {
 
     fn allow(&self) -> &'static str {
         match self {
-            Resource::Healthz | Resource::Readyz | Resource::ApiBase => "GET, HEAD",
+            Resource::Healthz | Resource::Readyz | Resource::Metrics | Resource::ApiBase => {
+                "GET, HEAD"
+            }
             Resource::Catalog
             | Resource::AdminEncryption
             | Resource::Tags(_)
@@ -170,6 +176,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, RouteError> {
     Ok(match &resource {
         Resource::Healthz if get_or_head => Route::Healthz,
         Resource::Readyz if get_or_head => Route::Readyz,
+        Resource::Metrics if get_or_head => Route::Metrics,
         Resource::AdminEncryption if *method == Method::GET => Route::AdminEncryption,
         Resource::AdminRotateKey if *method == Method::POST => Route::AdminRotateKey,
         Resource::AdminSweep if *method == Method::POST => Route::AdminSweep,
@@ -256,6 +263,7 @@ fn resource(path: &str) -> Option<Resource<'_>> {
     match path {
         "/healthz" => return Some(Resource::Healthz),
         "/readyz" => return Some(Resource::Readyz),
+        "/metrics" => return Some(Resource::Metrics),
         "/admin/v1/encryption" => return Some(Resource::AdminEncryption),
         "/admin/v1/encryption/rotate-key" => return Some(Resource::AdminRotateKey),
         "/admin/v1/storage/sweep" => return Some(Resource::AdminSweep),

@@ -28,6 +28,7 @@ use crate::http::body::{Body, RequestBody};
 use crate::http::conn::Connection;
 use crate::http::errors::{name_error, ApiError, ErrorCode};
 use crate::http::handlers::handle;
+use crate::http::metrics;
 use crate::http::reply::error_response;
 use crate::http::routes::{route, RouteError};
 use crate::tls::{Negotiated, ServerTls};
@@ -226,6 +227,7 @@ async fn respond(app: &App, conn: &Connection, req: Request<Incoming>) -> Respon
     let (body, body_end) = RequestBody::new(body);
     let req = Request::from_parts(parts, body);
     let routed = route(&method, req.uri().path());
+    let observation = metrics::observe(app, &routed, &method, &body_end);
     let mut resp = match routed {
         Ok(r) => match handle(app, conn, r, req).await {
             Ok(resp) => resp,
@@ -244,7 +246,7 @@ async fn respond(app: &App, conn: &Connection, req: Request<Incoming>) -> Respon
         resp.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
-    resp
+    observation.finish(resp, &body_end)
 }
 
 fn route_error(e: RouteError) -> ApiError {

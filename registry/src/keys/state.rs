@@ -1,6 +1,7 @@
 //! Where the registry's keys stand: the key state the watcher keeps and every request
 //! reads, and the watcher's settings. Nothing here calls the vault or the store.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -95,6 +96,9 @@ impl KeyState {
 #[derive(Debug)]
 pub struct KeyStatus {
     state: RwLock<KeyState>,
+    /// Unix seconds of the last time the KEK unwrapped the registry keys (a probe, a
+    /// recovery, the store's opening); 0 = never. For `/metrics`.
+    last_probe_success: AtomicI64,
 }
 
 impl Default for KeyStatus {
@@ -108,7 +112,20 @@ impl KeyStatus {
     pub fn new() -> KeyStatus {
         KeyStatus {
             state: RwLock::new(KeyState::Active),
+            last_probe_success: AtomicI64::new(0),
         }
+    }
+
+    /// The KEK just unwrapped the registry keys.
+    pub fn record_probe_success(&self) {
+        self.last_probe_success
+            .store(Utc::now().timestamp(), Ordering::Relaxed);
+    }
+
+    /// Unix seconds of the last [`KeyStatus::record_probe_success`], if any.
+    pub fn last_probe_success(&self) -> Option<i64> {
+        let at = self.last_probe_success.load(Ordering::Relaxed);
+        (at != 0).then_some(at)
     }
 
     pub fn get(&self) -> KeyState {

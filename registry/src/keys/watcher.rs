@@ -181,6 +181,7 @@ impl<S: KeyringStore> Watcher<'_, S> {
                 self.reload_if_changed().await;
                 match self.bounded(self.store.probe()).await {
                     Ok(()) => {
+                        status.record_probe_success();
                         if let KeyState::Degraded { .. } = state {
                             tracing::info!(key = %self.key_name(), "the key vault answers again");
                         }
@@ -192,6 +193,7 @@ impl<S: KeyringStore> Watcher<'_, S> {
             KeyState::Revoked { .. } | KeyState::Unavailable { .. } => {
                 match self.bounded(self.store.reload_keyring()).await {
                     Ok(sequence) => {
+                        status.record_probe_success();
                         tracing::warn!(key = %self.key_name(), sequence, "the encryption key works again: serving content");
                         status.set(KeyState::Active);
                     }

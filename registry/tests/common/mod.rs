@@ -27,6 +27,9 @@ pub struct Valv {
     pub child: Child,
     /// `http://127.0.0.1:PORT`, or `https://…` with TLS
     pub base: String,
+    /// `http://127.0.0.1:PORT` of the metrics listener, when `--metrics-listen` was given
+    /// (its line comes before the main one).
+    pub metrics_base: Option<String>,
     pub data_dir: PathBuf,
     /// valv's stderr, when the test asked to read it ([`Valv::spawn_logged`]).
     pub logs: Option<Logs>,
@@ -96,17 +99,20 @@ impl Valv {
         let (tx, rx) = mpsc::channel();
         let drain = std::thread::spawn(move || {
             let mut sent = false;
+            let mut metrics = None;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if !sent {
-                    if let Some(addr) = line.trim().strip_prefix("listening on ") {
-                        let _ = tx.send(addr.to_owned());
+                    if let Some(addr) = line.trim().strip_prefix("metrics listening on ") {
+                        metrics = Some(addr.to_owned());
+                    } else if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                        let _ = tx.send((addr.to_owned(), metrics.take()));
                         sent = true;
                     }
                 }
             }
         });
-        let base = match rx.recv_timeout(START_TIMEOUT) {
+        let (base, metrics_base) = match rx.recv_timeout(START_TIMEOUT) {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
@@ -117,6 +123,7 @@ impl Valv {
         Valv {
             child,
             base,
+            metrics_base,
             data_dir: data_dir.to_owned(),
             logs: None,
             _drain: Some(drain),

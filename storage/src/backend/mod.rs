@@ -10,6 +10,8 @@
 //! - `memory`: process memory.
 //! - `cloud`: S3 and Azure Blob Storage, configured by [`OpenOptions`] over the
 //!   standard environment.
+//! - `metered`: the request counters every backend's object store is wrapped in
+//!   ([`ObjectStoreMetrics`], for `/metrics`).
 //!
 //! What a backend decides: the part size of multipart data-object writes, how data
 //! objects are read (object_store ranged GETs unless the backend knows better, with its
@@ -40,6 +42,9 @@ use crate::{Result, StoreError};
 mod cloud;
 mod local;
 mod memory;
+mod metered;
+
+pub use metered::{ObjectOperation, ObjectStoreMetrics};
 
 /// Sealed bytes of a data object as they arrive. An `Err` item ends the stream.
 pub(crate) type SealedStream = BoxStream<'static, Result<Bytes>>;
@@ -263,7 +268,9 @@ pub fn open(url: &StorageUrl, options: &OpenOptions) -> Result<Backend, OpenErro
 /// An opened object store and what the store needs to know about it. Cheap to clone.
 #[derive(Clone)]
 pub struct Backend {
+    /// The object store, counted ([`metered`]): every request the store makes.
     objects: Arc<dyn ObjectStore>,
+    metrics: Arc<ObjectStoreMetrics>,
     driver: Arc<dyn Driver>,
     part_size: usize,
 }
@@ -291,11 +298,18 @@ impl Backend {
     }
 
     fn new(objects: Arc<dyn ObjectStore>, driver: Arc<dyn Driver>, part_size: usize) -> Backend {
+        let metrics = Arc::new(ObjectStoreMetrics::default());
         Backend {
-            objects,
+            objects: Arc::new(metered::Metered::new(objects, metrics.clone())),
+            metrics,
             driver,
             part_size,
         }
+    }
+
+    /// The requests made of the object store through this backend (and its clones).
+    pub fn metrics(&self) -> &Arc<ObjectStoreMetrics> {
+        &self.metrics
     }
 
     /// Proves the object store usable before anything is stored: an object can be

@@ -13,6 +13,7 @@
 //! Misses are not cached: a tag pushed through another node is visible at once.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,36 @@ pub(super) struct ManifestCache<L> {
     clock: Clock,
     max_content_bytes: usize,
     state: Mutex<State<L>>,
+    /// Lookups answered from memory and not, for `/metrics` ([`CacheStats`]).
+    counts: Counts,
+}
+
+/// How often each part of the manifest cache answered a lookup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Tag or digest resolutions answered from memory (no object read).
+    pub reference_hits: u64,
+    /// Resolutions read from the object store (including every one while the reference
+    /// cache is off, `reference_cache_ttl = 0`).
+    pub reference_misses: u64,
+    /// Manifest bytes served from memory (no object read, no decryption).
+    pub content_hits: u64,
+    pub content_misses: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    reference_hits: AtomicU64,
+    reference_misses: AtomicU64,
+    content_hits: AtomicU64,
+    content_misses: AtomicU64,
+}
+
+/// Counts a lookup's outcome; passes it on.
+fn count<T>(found: Option<T>, hits: &AtomicU64, misses: &AtomicU64) -> Option<T> {
+    let counter = if found.is_some() { hits } else { misses };
+    counter.fetch_add(1, Ordering::Relaxed);
+    found
 }
 
 #[derive(Debug)]
@@ -54,6 +85,17 @@ impl<L: Clone> ManifestCache<L> {
                 content: HashMap::new(),
                 content_bytes: 0,
             }),
+            counts: Counts::default(),
+        }
+    }
+
+    pub(super) fn stats(&self) -> CacheStats {
+        let c = &self.counts;
+        CacheStats {
+            reference_hits: c.reference_hits.load(Ordering::Relaxed),
+            reference_misses: c.reference_misses.load(Ordering::Relaxed),
+            content_hits: c.content_hits.load(Ordering::Relaxed),
+            content_misses: c.content_misses.load(Ordering::Relaxed),
         }
     }
 
@@ -66,6 +108,15 @@ impl<L: Clone> ManifestCache<L> {
     }
 
     pub(super) fn reference(&self, key: &str) -> Option<(Digest, L)> {
+        let c = &self.counts;
+        count(
+            self.lookup_reference(key),
+            &c.reference_hits,
+            &c.reference_misses,
+        )
+    }
+
+    fn lookup_reference(&self, key: &str) -> Option<(Digest, L)> {
         if self.ttl.is_zero() {
             return None;
         }
@@ -94,7 +145,9 @@ impl<L: Clone> ManifestCache<L> {
     }
 
     pub(super) fn content(&self, digest: &Digest) -> Option<Bytes> {
-        self.state().content.get(digest).cloned()
+        let found = self.state().content.get(digest).cloned();
+        let c = &self.counts;
+        count(found, &c.content_hits, &c.content_misses)
     }
 
     pub(super) fn put_content(&self, digest: &Digest, bytes: &Bytes) {

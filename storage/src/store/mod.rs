@@ -36,6 +36,7 @@ mod sealing;
 mod sweep;
 mod uploads;
 
+pub use cache::CacheStats;
 pub use clock::Clock;
 pub use keys::{RotateOutcome, RotationLease};
 pub use sweep::SweepReport;
@@ -291,6 +292,16 @@ impl Store {
 
     pub fn metrics(&self) -> &StoreMetrics {
         &self.inner.metrics
+    }
+
+    /// The requests this store has made of its object store.
+    pub fn object_store_metrics(&self) -> &crate::backend::ObjectStoreMetrics {
+        self.inner.backend.metrics()
+    }
+
+    /// How often the manifest cache answered from memory.
+    pub fn manifest_cache_stats(&self) -> CacheStats {
+        self.inner.manifest_cache.stats()
     }
 
     /// The keyring currently in use.

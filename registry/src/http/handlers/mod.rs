@@ -68,6 +68,7 @@ async fn dispatch(
     match route {
         Route::Healthz => Ok(base::healthz()),
         Route::Readyz => Ok(base::readyz(app)),
+        Route::Metrics => crate::http::metrics::handle(app, conn, principal, &req),
         Route::ApiBase => Ok(base::api_base()),
         Route::AuthToken { post } => token::handle(app, conn, post, query, req).await,
         Route::AdminEncryption => admin::handle(app, principal, AdminAction::Show, req).await,
