@@ -41,17 +41,7 @@ fn serve_env(cwd: &Path, env: &[(&str, &str)]) -> Valv {
 
 /// Runs `valv kek …`; returns its stdout's last word (the id it printed).
 fn kek(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_valv"))
-        .arg("kek")
-        .args(args)
-        .output()
-        .expect("run valv kek");
-    assert!(
-        out.status.success(),
-        "valv kek {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    util::valv_ok(&[&["kek"], args].concat())
         .split_whitespace()
         .last()
         .expect("an id")

@@ -279,6 +279,22 @@ pub async fn json(r: reqwest::Response) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&body)))
 }
 
+/// Runs the valv binary with `args` (`kek create …`, say) to its end; returns its
+/// stdout, panicking with its stderr when it fails.
+pub fn valv_ok(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_valv"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run valv");
+    assert!(
+        out.status.success(),
+        "valv {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs `valv serve` with `args` and extra environment on a fresh data dir, expecting it
 /// to exit by itself within 60 s; returns the exit success and its stderr.
 pub fn run_to_exit_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {

@@ -380,17 +380,7 @@ async fn the_metrics_listener_needs_no_credentials_the_main_one_needs_the_admin_
 
 /// `valv kek …` (the local key's CLI), asserting success; its stdout.
 fn kek(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_valv"))
-        .arg("kek")
-        .args(args)
-        .output()
-        .expect("run valv kek");
-    assert!(
-        out.status.success(),
-        "valv kek {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    util::valv_ok(&[&["kek"], args].concat())
 }
 
 /// Scrapes until `cond` holds, for at most `within`; the last scrape.

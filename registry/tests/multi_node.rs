@@ -36,7 +36,6 @@ mod round_robin;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt as _;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
@@ -47,7 +46,7 @@ use util::common::clients::{
 };
 use util::common::keyvault::{show, within, ADMIN_TOKEN};
 use util::common::{client, sha256, Valv};
-use util::fresh_store_url;
+use util::{fresh_store_url, valv_ok};
 
 const NODES: usize = 3;
 
@@ -110,22 +109,6 @@ impl Cluster {
             })
             .collect()
     }
-}
-
-/// Runs the valv binary (`valv kek …`); returns its stdout, panicking with its stderr
-/// when it fails.
-fn valv_ok(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_valv"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run valv");
-    assert!(
-        out.status.success(),
-        "valv {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 // ---------------------------------------------------------------------------------

@@ -541,14 +541,26 @@ impl Store {
         keys: &BlobKeys,
         digest: &Digest,
     ) -> Result<Envelope> {
+        self.active_envelope(keys, digest, state.offset, state.parts.clone())
+    }
+
+    /// The envelope of blob `digest` (`size` plaintext bytes in `parts`), its keys
+    /// wrapped under the active registry key.
+    fn active_envelope(
+        &self,
+        keys: &BlobKeys,
+        digest: &Digest,
+        size: u64,
+        parts: Vec<DataPart>,
+    ) -> Result<Envelope> {
         let (generation, rk) = self.keyring()?.active();
         Ok(Envelope::seal(
             &rk,
             generation,
             keys,
             digest.clone(),
-            state.offset,
-            state.parts.clone(),
+            size,
+            parts,
         ))
     }
 
@@ -779,28 +791,13 @@ impl Store {
         digest: &Digest,
         body: BodyStream<'_>,
     ) -> Result<BlobInfo> {
-        let keys = BlobKeys::generate(self.inner.config.segment_size);
-        let blob = objects::random_hex(16);
-        let part_path = ObjectPath::DataPart {
-            blob: &blob,
-            part: "000000",
-        }
-        .to_path();
-        let sealer = Sealer::new(keys.cipher(), keys.segment_size, 0, &[]);
-        let sealed = self
-            .seal_into(
-                &part_path,
-                sealer,
-                Some(ResumableHash::new(digest.algorithm())),
-                body,
-                Ending::Final,
-            )
+        let (part_path, envelope, sealed) = self
+            .seal_fresh(digest, body, Some(ResumableHash::new(digest.algorithm())))
             .await?;
         if sealed.hash.as_ref().map(ResumableHash::digest).as_ref() != Some(digest) {
             objects::delete(self.objects(), &part_path).await?;
             return Err(StoreError::DigestMismatch);
         }
-        let envelope = self.blob_envelope(&keys, digest, &part_path, &sealed)?;
         self.commit_sealed(digest, &part_path, &envelope, None)
             .await?;
         self.write_link(repo, digest).await?;
@@ -818,6 +815,21 @@ impl Store {
         if let Stored::Intact(..) = stored {
             return Ok(());
         }
+        let body = futures::stream::once(async move { Ok(bytes) }).boxed();
+        let (part_path, envelope, _) = self.seal_fresh(digest, body, None).await?;
+        self.commit_sealed(digest, &part_path, &envelope, Some(stored))
+            .await
+    }
+
+    /// Seals `body` into the one data object of a fresh blob directory, outside any
+    /// session, hashing it from `hash` when given: the object's path, the envelope
+    /// that would commit it as `digest` (not yet written), and what was sealed.
+    async fn seal_fresh(
+        &self,
+        digest: &Digest,
+        body: BodyStream<'_>,
+        hash: Option<ResumableHash>,
+    ) -> Result<(object_store::path::Path, Envelope, Sealed)> {
         let keys = BlobKeys::generate(self.inner.config.segment_size);
         let part_path = ObjectPath::DataPart {
             blob: &objects::random_hex(16),
@@ -825,35 +837,15 @@ impl Store {
         }
         .to_path();
         let sealer = Sealer::new(keys.cipher(), keys.segment_size, 0, &[]);
-        let body = futures::stream::once(async move { Ok(bytes) }).boxed();
         let sealed = self
-            .seal_into(&part_path, sealer, None, body, Ending::Final)
+            .seal_into(&part_path, sealer, hash, body, Ending::Final)
             .await?;
-        let envelope = self.blob_envelope(&keys, digest, &part_path, &sealed)?;
-        self.commit_sealed(digest, &part_path, &envelope, Some(stored))
-            .await
-    }
-
-    /// The envelope of a blob sealed into the one data object `part_path`.
-    fn blob_envelope(
-        &self,
-        keys: &BlobKeys,
-        digest: &Digest,
-        part_path: &object_store::path::Path,
-        sealed: &Sealed,
-    ) -> Result<Envelope> {
-        let (generation, rk) = self.keyring()?.active();
-        Ok(Envelope::seal(
-            &rk,
-            generation,
-            keys,
-            digest.clone(),
-            sealed.received,
-            vec![DataPart {
-                object: part_path.to_string(),
-                segments: sealed.segments,
-            }],
-        ))
+        let part = DataPart {
+            object: part_path.to_string(),
+            segments: sealed.segments,
+        };
+        let envelope = self.active_envelope(&keys, digest, sealed.received, vec![part])?;
+        Ok((part_path, envelope, sealed))
     }
 
     /// Commits a blob written without a session, whose only data object is
@@ -942,26 +934,28 @@ fn advanced(
     sealed: Sealed,
     ending: Ending,
 ) -> Result<(SessionState, SessionSecrets)> {
-    let hash = sealed
-        .hash
-        .clone()
-        .ok_or_else(|| StoreError::Internal("an upload was sealed without its hash".into()))?;
+    let written = sealed.written();
+    let Sealed {
+        received,
+        segments,
+        tail,
+        hash,
+    } = sealed;
+    let hash =
+        hash.ok_or_else(|| StoreError::Internal("an upload was sealed without its hash".into()))?;
     let mut state = session.state.clone();
-    state.offset += sealed.received;
+    state.offset += received;
     state.segments += match ending {
-        Ending::HoldTail => sealed.segments,
-        Ending::Final => sealed.segments.saturating_sub(1),
+        Ending::HoldTail => segments,
+        Ending::Final => segments.saturating_sub(1),
     };
-    if sealed.written() {
+    if written {
         state.parts.push(DataPart {
             object: part_path.to_string(),
-            segments: sealed.segments,
+            segments,
         });
     }
-    let secrets = SessionSecrets {
-        tail: sealed.tail,
-        hash,
-    };
+    let secrets = SessionSecrets { tail, hash };
     state.sealed = session.keys.seal_aux(
         &secrets_aad(id, state.offset, state.segments),
         &secrets.encode(),
