@@ -6,30 +6,71 @@
 //! `message`, the event's fields beside them, and `span` (the request span's
 //! `request_id`) for every event logged while a request is handled
 //! ([`crate::http::access`]).
+//!
+//! `RUST_LOG` of targets and levels (`info`, `warn,valv::access=info`) is applied by a
+//! static filter: every request enters and leaves its span, and that filter costs
+//! nothing there. A directive naming spans or fields (`[request{…}]`) needs
+//! `EnvFilter`'s span matching, which is used for it.
 
-use tracing_subscriber::EnvFilter;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
+/// Set when `RUST_LOG` names spans: whether an event is on may then depend on the span
+/// it is in, and a check made outside the request span must be made again inside it.
+static SPAN_FILTER: AtomicBool = AtomicBool::new(false);
+
+/// Whether the filter in use can enable an event only inside some span.
+pub fn span_filtered() -> bool {
+    SPAN_FILTER.load(Ordering::Relaxed)
+}
+
+/// The filter `RUST_LOG` (or `default`) describes: a static one when it names only
+/// targets and levels, else `EnvFilter` (which also warns of bad directives on stderr).
+fn filter_from_env(default: &str) -> (Option<Targets>, Option<EnvFilter>) {
+    let spec = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_default();
+    let spec = if spec.trim().is_empty() {
+        default
+    } else {
+        &spec
+    };
+    if !spec.contains('[') {
+        if let Ok(targets) = Targets::from_str(spec) {
+            return (Some(targets), None);
+        }
+    }
+    SPAN_FILTER.store(true, Ordering::Relaxed);
+    (None, Some(EnvFilter::builder().parse_lossy(spec)))
+}
+
 /// Installs the global subscriber. Called once, before anything logs.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
         // Colour only for a terminal: journald and log files get plain text.
-        LogFormat::Text => builder
+        LogFormat::Text => fmt
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+            .boxed(),
         // Fields beside the message rather than under "fields", and the innermost
         // span only (the request span; nothing nests deeper today).
-        LogFormat::Json => builder
+        LogFormat::Json => fmt
             .json()
             .with_ansi(false)
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .init(),
-    }
+            .boxed(),
+    };
+    let (targets, spans) = filter_from_env("info");
+    tracing_subscriber::registry()
+        .with(targets)
+        .with(spans)
+        .with(fmt)
+        .init();
 }

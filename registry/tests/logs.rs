@@ -363,3 +363,34 @@ fn the_format_layers_and_a_bad_value_names_the_key() {
         "{e}"
     );
 }
+
+/// `RUST_LOG` chooses which lines are written, whether it names targets (a static
+/// filter) or the request span (`[request]`, matched inside each request's span): the
+/// access line is written under both, and a span directive enables nothing outside
+/// requests (the startup line is on under `info` only).
+#[tokio::test]
+async fn rust_log_by_target_or_by_request_span() {
+    for (filter, startup) in [
+        ("info", 1),
+        ("warn,valv::access=info", 0),
+        ("warn,[request]=info", 0),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let valv = start(dir.path(), "", &[], &[("RUST_LOG", filter)]);
+        let r = client()
+            .get(valv.url("/v2/"))
+            .header("x-request-id", "filtered-1")
+            .send()
+            .await
+            .expect("GET /v2/");
+        assert_eq!(r.status(), StatusCode::OK);
+        valv.logs()
+            .wait_for(&["valv::access", "request_id=filtered-1"], 1, LOG_WAIT);
+        // Written before the request was served, so it would be here by now.
+        assert_eq!(
+            valv.logs().count(&["encrypting under the configured key"]),
+            startup,
+            "{filter}: the startup line"
+        );
+    }
+}

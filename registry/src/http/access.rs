@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use hyper::body::Body as _;
@@ -30,9 +31,11 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// A request's id: the client's `X-Request-Id` when it is 1–128 visible ASCII
-/// characters (so it can be logged and echoed as it is), else 16 random bytes in hex.
+/// characters (so it can be logged and echoed as it is), else a new one of 32 hex
+/// digits. Held as the header value it is sent back as: keeping the client's costs a
+/// reference count, not a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(String);
+pub struct RequestId(HeaderValue);
 
 impl RequestId {
     /// The id for a request with `headers`: the client's if sane, else a new one.
@@ -50,42 +53,50 @@ impl RequestId {
         let sane = !b.is_empty()
             && b.len() <= MAX_REQUEST_ID_LEN
             && b.iter().all(|c| c.is_ascii_graphic());
-        // All bytes are ASCII, so this is the same text.
-        sane.then(|| RequestId(String::from_utf8_lossy(b).into_owned()))
+        sane.then(|| RequestId(value.clone()))
     }
 
     /// 32 hex digits: a random prefix drawn once per process and a counter, so ids
     /// are unique across nodes and restarts without a system call per request (an
     /// id is a label, not a secret).
     pub fn generate() -> RequestId {
-        static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let prefix = PREFIX.get_or_init(|| {
+        let prefix = *PREFIX.get_or_init(|| {
             let mut bytes = [0u8; 8];
             // The OS generator fails only if the OS has none; ids then still tell this
             // process's requests apart, where refusing requests would not serve.
             if SystemRandom::new().fill(&mut bytes).is_err() {
                 tracing::warn!("no OS randomness for request ids");
             }
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
+            u64::from_be_bytes(bytes)
         });
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        RequestId(format!("{prefix}{n:016x}"))
+        let mut hex = [0u8; 32];
+        let digits = (u128::from(prefix) << 64) | u128::from(n);
+        for (i, out) in hex.iter_mut().enumerate() {
+            let nibble = (digits >> (124 - 4 * i)) & 0xf;
+            *out = b"0123456789abcdef"[nibble as usize];
+        }
+        // 32 hex digits are a valid header value.
+        RequestId(HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&hex)).expect("hex digits"))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    fn header_value(&self) -> Option<HeaderValue> {
-        HeaderValue::from_str(&self.0).ok()
+        // Both constructors admit visible ASCII only.
+        self.0.to_str().unwrap_or("-")
     }
 }
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
+}
+
+/// Whether the access line would be written: what it alone needs is gathered only then.
+pub fn enabled() -> bool {
+    tracing::enabled!(target: "valv::access", tracing::Level::INFO)
 }
 
 /// Serves `req` with `serve` inside the request's span, then sets `X-Request-Id` on the
@@ -93,51 +104,62 @@ impl std::fmt::Display for RequestId {
 ///
 /// The span is at ERROR level so that it is enabled whenever any event is: under
 /// `RUST_LOG=warn` a warning inside a request still names its request id.
-/// The duration runs until the response head is ready; a streamed body (a blob)
-/// continues after it.
-pub async fn logged<B, F, Fut>(conn: &Connection, req: Request<B>, serve: F) -> Response<Body>
+/// The duration runs from `started` until the response head is ready; a streamed body
+/// (a blob) continues after it.
+///
+/// What this costs per request when the access line is off (`RUST_LOG=warn`): the id
+/// (a reference count, or one small allocation for a new one), the span, and a
+/// reference count on the URI; nothing is formatted.
+pub async fn logged<B, F, Fut>(
+    conn: &Connection,
+    started: Instant,
+    req: Request<B>,
+    serve: F,
+) -> Response<Body>
 where
     F: FnOnce(Request<B>) -> Fut,
     Fut: Future<Output = Response<Body>>,
 {
-    let started = Instant::now();
     let id = RequestId::for_request(req.headers());
     let span = tracing::error_span!("request", request_id = %id);
     let method = req.method().clone();
     let version = req.version();
-    let path = req.uri().path().to_owned();
-    let mut resp = serve(req).instrument(span.clone()).await;
-    if let Some(v) = id.header_value() {
-        resp.headers_mut().insert(X_REQUEST_ID, v);
+    let uri = req.uri().clone();
+    // Boxed: the handler's future is a few kilobytes, and moved by value it would be
+    // copied on its way in here and again into the span's wrapper.
+    let mut served = Box::pin(serve(req)).instrument(span);
+    let mut resp = (&mut served).await;
+    let span = served.span();
+    let subject = resp.extensions_mut().remove::<Subject>();
+    // A `RUST_LOG` naming the request span (`[request]=info`) enables the line only
+    // inside it; any other filter answers the same inside and out.
+    if enabled() || (crate::logging::span_filtered() && span.in_scope(enabled)) {
+        let bytes = resp
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| resp.body().size_hint().exact());
+        let path = uri.path();
+        span.in_scope(|| {
+            tracing::info!(
+                target: "valv::access",
+                request_id = id.as_str(),
+                %method,
+                route = routes::template(path).unwrap_or("-"),
+                path,
+                ?version,
+                status = resp.status().as_u16(),
+                subject = subject.as_ref().map_or("-", |s| s.0.as_str()),
+                bytes = bytes.unwrap_or(0),
+                // Whole microseconds, so the number prints short (0.23, not 0.2300000001).
+                duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
+                client = conn.client_subject.as_deref(),
+                "request"
+            )
+        });
     }
-    let subject = resp
-        .extensions_mut()
-        .remove::<Subject>()
-        .map(|s| s.0)
-        .unwrap_or_else(|| "-".to_owned());
-    let bytes = resp
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .or_else(|| resp.body().size_hint().exact());
-    span.in_scope(|| {
-        tracing::info!(
-            target: "valv::access",
-            request_id = %id,
-            %method,
-            route = %routes::template(&path).unwrap_or("-"),
-            %path,
-            ?version,
-            status = resp.status().as_u16(),
-            %subject,
-            bytes = bytes.unwrap_or(0),
-            // Whole microseconds, so the number prints short (0.23, not 0.2300000001).
-            duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
-            client = conn.client_subject.as_deref(),
-            "request"
-        )
-    });
+    resp.headers_mut().insert(X_REQUEST_ID, id.0);
     resp
 }
 
@@ -158,7 +180,11 @@ mod tests {
             "a.b_c:d/e=f~!",
             &"x".repeat(128),
         ] {
-            assert_eq!(id_for(v.as_bytes()).map(|i| i.0), Some(v.to_owned()), "{v}");
+            assert_eq!(
+                id_for(v.as_bytes()).map(|i| i.as_str().to_owned()),
+                Some(v.to_owned()),
+                "{v}"
+            );
         }
     }
 

@@ -2,8 +2,8 @@
 //! [`Observation::finish`], the server's only two calls), the `/metrics` handler of the
 //! main listener, and the separate metrics listener ([`serve`]).
 //!
-//! Recording a request is a hash lookup of a label set of three enums under a read
-//! lock and a few atomic adds; nothing is allocated for a response whose length is
+//! Recording a request is a few atomic adds on series found by index
+//! ([`HttpMetrics::route`]); nothing is allocated for a response whose length is
 //! known, one small box for a streamed one (its bytes are counted as they are sent).
 //!
 //! Who may read `/metrics` on the main listener: anyone while access control is off
@@ -39,9 +39,7 @@ use crate::http::conn::Connection;
 use crate::http::gate;
 use crate::http::reply::{HandlerResult, Reply};
 use crate::http::routes::{Route, RouteError};
-use crate::metrics::{
-    HttpMetrics, MethodLabel, RequestLabels, RouteClass, RouteLabels, StatusClass,
-};
+use crate::metrics::{HttpMetrics, MethodLabel, RouteClass, RouteLabels, StatusClass};
 
 /// The class `/metrics` labels a routed request with.
 pub fn class(route: &Result<Route, RouteError>) -> RouteClass {
@@ -95,6 +93,7 @@ pub fn observe<'a>(
     route: &Result<Route, RouteError>,
     method: &Method,
     body: &BodyEnd,
+    started: Instant,
 ) -> Observation<'a> {
     let metrics = &app.metrics.http;
     let route = class(route);
@@ -108,7 +107,7 @@ pub fn observe<'a>(
             route,
             method: MethodLabel::of(method),
         },
-        started: Instant::now(),
+        started,
         _upload: upload,
     }
 }
@@ -118,36 +117,32 @@ impl Observation<'_> {
     /// is ready, and counts the response body's bytes: at once when its length is
     /// known, as it is sent when it streams.
     pub fn finish(self, resp: Response<Body>, body: &BodyEnd) -> Response<Body> {
-        let m = self.metrics;
-        let RouteLabels { route, method } = self.labels;
-        m.requests
-            .get_or_create(&RequestLabels {
-                route,
-                method,
-                status: StatusClass::of(resp.status()),
-            })
+        let series = self.metrics.route(&self.labels);
+        series
+            .requests(self.metrics, StatusClass::of(resp.status()))
             .inc();
-        m.duration
-            .get_or_create(&self.labels)
+        series
+            .duration
             .observe(self.started.elapsed().as_secs_f64());
         let read = body.bytes_read();
-        let request_bytes = m.request_bytes.get_or_create(&self.labels);
         if read > 0 {
-            request_bytes.inc_by(read);
+            series.request_bytes.inc_by(read);
         }
-        let sent = m.response_bytes.get_or_create(&self.labels).clone();
         // HEAD responses carry headers only, whatever their Content-Length says.
-        let exact = if method == MethodLabel::Head {
+        let exact = if self.labels.method == MethodLabel::Head {
             Some(0)
         } else {
             resp.body().size_hint().exact()
         };
         match exact {
             Some(n) => {
-                sent.inc_by(n);
+                series.response_bytes.inc_by(n);
                 resp
             }
-            None => resp.map(|inner| Counted { inner, sent }.boxed_unsync()),
+            None => {
+                let sent = series.response_bytes.clone();
+                resp.map(|inner| Counted { inner, sent }.boxed_unsync())
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -216,18 +216,24 @@ async fn serve_http<I>(
 
 /// One request, logged: its id, span and access line are [`access::logged`]'s.
 async fn serve_request(app: &App, conn: &Connection, req: Request<Incoming>) -> Response<Body> {
-    access::logged(conn, req, |req| respond(app, conn, req)).await
+    let started = Instant::now();
+    access::logged(conn, started, req, |req| respond(app, conn, started, req)).await
 }
 
 /// Routes and handles one request.
-async fn respond(app: &App, conn: &Connection, req: Request<Incoming>) -> Response<Body> {
+async fn respond(
+    app: &App,
+    conn: &Connection,
+    started: Instant,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let version = req.version();
     let method = req.method().clone();
     let (parts, body) = req.into_parts();
     let (body, body_end) = RequestBody::new(body);
     let req = Request::from_parts(parts, body);
     let routed = route(&method, req.uri().path());
-    let observation = metrics::observe(app, &routed, &method, &body_end);
+    let observation = metrics::observe(app, &routed, &method, &body_end, started);
     let mut resp = match routed {
         Ok(r) => match handle(app, conn, r, req).await {
             Ok(resp) => resp,

@@ -76,6 +76,8 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
+    const COUNT: usize = RouteClass::Other as usize + 1;
+
     pub fn as_str(self) -> &'static str {
         match self {
             RouteClass::Base => "base",
@@ -112,6 +114,8 @@ pub enum MethodLabel {
 }
 
 impl MethodLabel {
+    const COUNT: usize = MethodLabel::Other as usize + 1;
+
     pub fn of(method: &http::Method) -> MethodLabel {
         match *method {
             http::Method::GET => MethodLabel::Get,
@@ -149,6 +153,8 @@ pub enum StatusClass {
 }
 
 impl StatusClass {
+    const COUNT: usize = StatusClass::ServerError as usize + 1;
+
     pub fn of(status: http::StatusCode) -> StatusClass {
         match status.as_u16() {
             0..=199 => StatusClass::Informational,
@@ -195,15 +201,76 @@ fn kms_histogram() -> Histogram {
 }
 
 /// The HTTP edge's metrics (recorded by `crate::http::metrics`).
+///
+/// A request finds its series in [`HttpMetrics::route`]: a table with a slot per route
+/// class and method, filled from the families the first time that pair is seen. So
+/// recording is a few atomic adds, with no label hashing and no family lock per
+/// request, and a series appears in `/metrics` only once it has been used.
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
-    pub requests: Family<RequestLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
     /// Until the response head is ready (a blob's streaming time is not in it).
-    pub duration: HistogramFamily<RouteLabels>,
-    pub request_bytes: Family<RouteLabels, Counter>,
-    pub response_bytes: Family<RouteLabels, Counter>,
+    duration: HistogramFamily<RouteLabels>,
+    request_bytes: Family<RouteLabels, Counter>,
+    response_bytes: Family<RouteLabels, Counter>,
     /// Requests streaming an upload body on this node now.
     pub uploads_in_progress: Gauge,
+    routes: std::sync::Arc<[std::sync::OnceLock<RouteSeries>]>,
+}
+
+/// The series of one route class and method (handles share their family's values).
+#[derive(Debug)]
+pub struct RouteSeries {
+    labels: RouteLabels,
+    /// By status class, each made on its first use.
+    requests: [std::sync::OnceLock<Counter>; StatusClass::COUNT],
+    pub duration: Histogram,
+    pub request_bytes: Counter,
+    pub response_bytes: Counter,
+}
+
+impl RouteSeries {
+    /// The request counter of `status`'s class.
+    pub fn requests(&self, families: &HttpMetrics, status: StatusClass) -> &Counter {
+        self.requests[status as usize].get_or_init(|| {
+            let RouteLabels { route, method } = self.labels;
+            families
+                .requests
+                .get_or_create(&RequestLabels {
+                    route,
+                    method,
+                    status,
+                })
+                .clone()
+        })
+    }
+}
+
+impl HttpMetrics {
+    fn new() -> HttpMetrics {
+        HttpMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(http_histogram),
+            request_bytes: Family::default(),
+            response_bytes: Family::default(),
+            uploads_in_progress: Gauge::default(),
+            routes: (0..RouteClass::COUNT * MethodLabel::COUNT)
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+        }
+    }
+
+    /// The series of requests on `labels`' route class with its method.
+    pub fn route(&self, labels: &RouteLabels) -> &RouteSeries {
+        let slot = labels.route as usize * MethodLabel::COUNT + labels.method as usize;
+        self.routes[slot].get_or_init(|| RouteSeries {
+            labels: labels.clone(),
+            requests: Default::default(),
+            duration: self.duration.get_or_create(labels).clone(),
+            request_bytes: self.request_bytes.get_or_create(labels).clone(),
+            response_bytes: self.response_bytes.get_or_create(labels).clone(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -274,13 +341,7 @@ impl Metrics {
     /// counters join with [`Metrics::register_store`] once it is open.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("valv");
-        let http = HttpMetrics {
-            requests: Family::default(),
-            duration: Family::new_with_constructor(http_histogram),
-            request_bytes: Family::default(),
-            response_bytes: Family::default(),
-            uploads_in_progress: Gauge::default(),
-        };
+        let http = HttpMetrics::new();
         registry.register(
             "http_requests",
             "HTTP requests answered, by route class, method and status class",

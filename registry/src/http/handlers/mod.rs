@@ -48,12 +48,16 @@ pub async fn handle(
 ) -> HandlerResult {
     let query = Query::parse(req.uri().query());
     let principal = gate::admit(app, conn, &route, &req).await?;
-    let subject = Subject(principal.subject());
+    // Named only when the access line is written (a string and a map per request
+    // otherwise).
+    let subject = crate::http::access::enabled().then(|| Subject(principal.subject()));
     // Errors become responses here, so that they carry the subject too.
     let mut resp = dispatch(app, conn, route, &principal, &query, req)
         .await
         .unwrap_or_else(crate::http::reply::error_response);
-    resp.extensions_mut().insert(subject);
+    if let Some(subject) = subject {
+        resp.extensions_mut().insert(subject);
+    }
     Ok(resp)
 }
 
@@ -65,34 +69,50 @@ async fn dispatch(
     query: &Query,
     req: Request<RequestBody>,
 ) -> HandlerResult {
+    // The arms that write, list or administer are boxed: their futures are large
+    // (streaming bodies, retries), and inline they would make every request's future
+    // as large as the largest, to be moved on each GET. An allocation is nothing next
+    // to what those requests do.
     match route {
         Route::Healthz => Ok(base::healthz()),
         Route::Readyz => Ok(base::readyz(app)),
         Route::Metrics => crate::http::metrics::handle(app, conn, principal, &req),
         Route::ApiBase => Ok(base::api_base()),
-        Route::AuthToken { post } => token::handle(app, conn, post, query, req).await,
-        Route::AdminEncryption => admin::handle(app, principal, AdminAction::Show, req).await,
-        Route::AdminRotateKey => admin::handle(app, principal, AdminAction::RotateKey, req).await,
-        Route::AdminSweep => admin::handle(app, principal, AdminAction::Sweep, req).await,
-        Route::Catalog => base::catalog(app, principal, query).await,
-        Route::ListTags { repo } => tags::list(app, &repo, query).await,
-        Route::Referrers { repo, digest } => tags::referrers(app, &repo, &digest, query).await,
         Route::GetManifest {
             repo,
             reference,
             head,
         } => manifests::get(app, &repo, &reference, head).await,
-        Route::PutManifest { repo, reference } => manifests::put(app, &repo, reference, req).await,
-        Route::DeleteManifest { repo, reference } => {
-            manifests::delete(app, &repo, &reference).await
-        }
         Route::GetBlob { repo, digest, head } => blobs::get(app, &repo, &digest, head, &req).await,
-        Route::DeleteBlob { repo, digest } => blobs::delete(app, &repo, &digest).await,
-        Route::StartUpload { repo } => uploads::start(app, principal, &repo, query, req).await,
-        Route::UploadStatus { repo, id } => uploads::status(app, &repo, &id).await,
-        Route::PatchUpload { repo, id } => uploads::patch(app, &repo, &id, req).await,
-        Route::FinishUpload { repo, id } => uploads::finish(app, &repo, &id, query, req).await,
-        Route::CancelUpload { repo, id } => uploads::cancel(app, &repo, &id).await,
+        Route::AuthToken { post } => Box::pin(token::handle(app, conn, post, query, req)).await,
+        Route::AdminEncryption => {
+            Box::pin(admin::handle(app, principal, AdminAction::Show, req)).await
+        }
+        Route::AdminRotateKey => {
+            Box::pin(admin::handle(app, principal, AdminAction::RotateKey, req)).await
+        }
+        Route::AdminSweep => Box::pin(admin::handle(app, principal, AdminAction::Sweep, req)).await,
+        Route::Catalog => Box::pin(base::catalog(app, principal, query)).await,
+        Route::ListTags { repo } => Box::pin(tags::list(app, &repo, query)).await,
+        Route::Referrers { repo, digest } => {
+            Box::pin(tags::referrers(app, &repo, &digest, query)).await
+        }
+        Route::PutManifest { repo, reference } => {
+            Box::pin(manifests::put(app, &repo, reference, req)).await
+        }
+        Route::DeleteManifest { repo, reference } => {
+            Box::pin(manifests::delete(app, &repo, &reference)).await
+        }
+        Route::DeleteBlob { repo, digest } => Box::pin(blobs::delete(app, &repo, &digest)).await,
+        Route::StartUpload { repo } => {
+            Box::pin(uploads::start(app, principal, &repo, query, req)).await
+        }
+        Route::UploadStatus { repo, id } => Box::pin(uploads::status(app, &repo, &id)).await,
+        Route::PatchUpload { repo, id } => Box::pin(uploads::patch(app, &repo, &id, req)).await,
+        Route::FinishUpload { repo, id } => {
+            Box::pin(uploads::finish(app, &repo, &id, query, req)).await
+        }
+        Route::CancelUpload { repo, id } => Box::pin(uploads::cancel(app, &repo, &id)).await,
     }
 }
 
