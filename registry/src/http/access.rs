@@ -144,13 +144,14 @@ where
         span.in_scope(|| {
             tracing::info!(
                 target: "valv::access",
-                request_id = id.as_str(),
+                // Display, not Debug: text lines show them unquoted.
+                request_id = %id.as_str(),
                 %method,
-                route = routes::template(path).unwrap_or("-"),
-                path,
+                route = %routes::template(path).unwrap_or("-"),
+                %path,
                 ?version,
                 status = resp.status().as_u16(),
-                subject = subject.as_ref().map_or("-", |s| s.0.as_str()),
+                subject = %subject.as_ref().map_or("-", |s| s.0.as_str()),
                 bytes = bytes.unwrap_or(0),
                 // Whole microseconds, so the number prints short (0.23, not 0.2300000001).
                 duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
