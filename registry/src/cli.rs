@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the registry.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage local (file://) key-encryption keys: create, add-version, disable,
     /// enable, show.
     #[command(subcommand)]
@@ -207,6 +207,10 @@ pub struct ServeArgs {
     /// [env: VALV_LOG_FORMAT] [default: text]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Traces: the OTLP/HTTP collector to export spans to (`http://collector:4318`;
+    /// `/v1/traces` is appended when the URL has no path) [env: VALV_OTLP_ENDPOINT]
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl ServeArgs {
@@ -227,6 +231,7 @@ impl ServeArgs {
             tls_key: self.tls_key.clone(),
             tls_client_ca: self.tls_client_ca.clone(),
             log_format: self.log_format.clone(),
+            otlp_endpoint: self.otlp_endpoint.clone(),
         }
     }
 }

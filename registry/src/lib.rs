@@ -27,6 +27,8 @@
 //! - [`metrics`]: what `/metrics` reports: the registry of counters and histograms the
 //!   HTTP edge records into ([`http::metrics`]), the metered KEK ([`metrics::kms`]), and
 //!   the store's and the key state's values read at each scrape.
+//! - [`telemetry`]: traces: the request's SERVER span and the object-store and vault
+//!   CLIENT spans exported by OTLP when a collector is configured (`otlp` feature).
 //! - [`commands`]: the one-shot subcommands: [`commands::kek`] (`valv kek …` for
 //!   local `file://` keys) and [`commands::admin_client`] (`valv encryption …`).
 //!
@@ -42,6 +44,7 @@ pub mod http;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
+pub mod telemetry;
 pub mod tls;
 
 /// The header every response carries, so Docker clients recognise a v2 registry.

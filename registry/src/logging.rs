@@ -17,10 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
+use crate::telemetry::ExportLayer;
 
 /// Set when `RUST_LOG` names spans: whether an event is on may then depend on the span
 /// it is in, and a check made outside the request span must be made again inside it.
@@ -49,10 +51,37 @@ fn filter_from_env(default: &str) -> (Option<Targets>, Option<EnvFilter>) {
     (None, Some(EnvFilter::builder().parse_lossy(spec)))
 }
 
-/// Installs the global subscriber. Called once, before anything logs.
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber, with `export` (the trace exporter's layer) when
+/// traces are on. Called once, before anything logs.
+///
+/// Without an exporter, the log filter is the subscriber's only one (the cheapest
+/// arrangement). With one, each layer filters for itself: the log shows what
+/// `RUST_LOG` asks for, the exporter sees only its spans.
+pub fn init(format: LogFormat, export: Option<ExportLayer>) {
+    let (targets, spans) = filter_from_env("info");
+    match export {
+        None => tracing_subscriber::registry()
+            .with(targets)
+            .with(spans)
+            .with(lines(format))
+            .init(),
+        Some(export) => {
+            let registry = tracing_subscriber::registry().with(export);
+            match (targets, spans) {
+                (Some(targets), _) => registry.with(lines(format).with_filter(targets)).init(),
+                (None, spans) => registry.with(lines(format).with_filter(spans)).init(),
+            }
+        }
+    }
+}
+
+/// The layer that writes log lines to stderr in `format`.
+fn lines<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let fmt = match format {
+    match format {
         // Colour only for a terminal: journald and log files get plain text.
         LogFormat::Text => fmt
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -66,11 +95,5 @@ pub fn init(format: LogFormat) {
             .with_current_span(true)
             .with_span_list(false)
             .boxed(),
-    };
-    let (targets, spans) = filter_from_env("info");
-    tracing_subscriber::registry()
-        .with(targets)
-        .with(spans)
-        .with(fmt)
-        .init();
+    }
 }

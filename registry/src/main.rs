@@ -31,14 +31,35 @@ fn main() -> ExitCode {
     // configuration error is therefore plain text on stderr, whatever the format.
     let mut format = LogFormat::Text;
     if !matches!(cli.command, Command::Serve(_)) {
-        valv::logging::init(format);
+        valv::logging::init(format, None);
     }
     let result = match cli.command {
         Command::Serve(args) => match Config::load(&args.overrides(), &|k| std::env::var(k).ok()) {
             Ok(config) => {
                 format = config.log.format;
-                valv::logging::init(format);
-                runtime.block_on(serve(config))
+                match valv::telemetry::start(&config.telemetry) {
+                    Ok((export, tracing)) => {
+                        valv::logging::init(format, export);
+                        if let Some(url) = valv::telemetry::on()
+                            .then_some(config.telemetry.otlp_endpoint.as_deref())
+                            .flatten()
+                        {
+                            tracing::info!(
+                                endpoint = %valv::telemetry::traces_url(url),
+                                service_name = %config.telemetry.service_name,
+                                "traces: exporting spans by OTLP/HTTP"
+                            );
+                        }
+                        let served = runtime.block_on(serve(config));
+                        // After the server: the last requests' spans are queued.
+                        tracing.shutdown();
+                        served
+                    }
+                    Err(e) => {
+                        valv::logging::init(format, None);
+                        Err(e.into())
+                    }
+                }
             }
             Err(e) => Err(e.into()),
         },

@@ -35,6 +35,28 @@ pub struct Config {
     pub admin: AdminConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: traces, exported by OTLP (HTTP/protobuf) to a collector
+/// ([`crate::telemetry`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector: its base URL (`http://collector:4318`, `/v1/traces` appended) or
+    /// the full URL spans are posted to. Unset (the default): no traces.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            service_name: "valv".to_owned(),
+        }
+    }
 }
 
 /// `[log]`: how log lines are written (to stderr). Which lines is `RUST_LOG`'s.
@@ -279,6 +301,7 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     pub tls_client_ca: Option<PathBuf>,
     pub log_format: Option<String>,
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Where the object store lives, parsed from `storage.url` (the storage crate opens it).
@@ -324,6 +347,8 @@ pub mod env {
     pub const TLS_CLIENT_CA: &str = "VALV_TLS_CLIENT_CA";
     pub const TLS_RELOAD_INTERVAL_SECS: &str = "VALV_TLS_RELOAD_INTERVAL_SECS";
     pub const LOG_FORMAT: &str = "VALV_LOG_FORMAT";
+    pub const OTLP_ENDPOINT: &str = "VALV_OTLP_ENDPOINT";
+    pub const OTEL_SERVICE_NAME: &str = "VALV_OTEL_SERVICE_NAME";
 }
 
 impl Config {
@@ -508,6 +533,12 @@ impl Config {
         if let Some(v) = getenv(env::LOG_FORMAT) {
             set_log_format(&mut self.log.format, &v, env::LOG_FORMAT, problems);
         }
+        if let Some(v) = getenv(env::OTLP_ENDPOINT) {
+            self.telemetry.otlp_endpoint = Some(v);
+        }
+        if let Some(v) = getenv(env::OTEL_SERVICE_NAME) {
+            self.telemetry.service_name = v;
+        }
     }
 
     /// Overrides fields from command-line flags (the top layer). A value that does not
@@ -555,6 +586,9 @@ impl Config {
         if let Some(v) = &flags.log_format {
             set_log_format(&mut self.log.format, v, "--log-format", problems);
         }
+        if let Some(v) = &flags.otlp_endpoint {
+            self.telemetry.otlp_endpoint = Some(v.clone());
+        }
     }
 
     /// Checks every setting; the error lists all problems found.
@@ -600,10 +634,34 @@ impl Config {
             }
         }
         self.auth.validate(&mut problems);
+        self.telemetry.problems(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+impl TelemetryConfig {
+    fn problems(&self, problems: &mut Vec<String>) {
+        if let Some(url) = &self.otlp_endpoint {
+            let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+            let host = url.split_once("://").map_or("", |(_, rest)| rest);
+            if !scheme_ok || host.is_empty() || host.starts_with('/') {
+                problems.push(format!(
+                    "telemetry.otlp_endpoint must be an http:// or https:// URL (got {url:?})"
+                ));
+            } else if !cfg!(feature = "otlp") {
+                problems.push(
+                    "telemetry.otlp_endpoint is set, but this valv was built without traces \
+                     (build it with `--features otlp`; the container image has them)"
+                        .into(),
+                );
+            }
+        }
+        if self.service_name.trim().is_empty() {
+            problems.push("telemetry.service_name must not be empty".into());
         }
     }
 }
@@ -991,6 +1049,61 @@ mod tests {
         let getenv = |k: &str| (k == env::TOKEN_AUTH).then(|| "maybe".to_string());
         let e = Config::load(&Overrides::default(), &getenv).unwrap_err();
         assert!(e.to_string().contains("VALV_TOKEN_AUTH"), "{e}");
+    }
+
+    #[test]
+    fn telemetry_layers_and_checks_the_endpoint() {
+        let no_env = |_: &str| None;
+        assert_eq!(Config::default().telemetry.otlp_endpoint, None);
+        assert_eq!(Config::default().telemetry.service_name, "valv");
+        assert!(Config::from_toml("[telemetry]\notlp = \"x\"\n").is_err());
+        let file = Config::from_toml(
+            "[telemetry]\notlp_endpoint = \"http://c:4318\"\nservice_name = \"reg-a\"\n",
+        )
+        .expect("parse");
+        assert_eq!(
+            file.telemetry.otlp_endpoint.as_deref(),
+            Some("http://c:4318")
+        );
+        assert_eq!(file.telemetry.service_name, "reg-a");
+        let getenv = |k: &str| match k {
+            env::OTLP_ENDPOINT => Some("http://env:4318".to_string()),
+            env::OTEL_SERVICE_NAME => Some("reg-b".to_string()),
+            _ => None,
+        };
+        let flags = Overrides {
+            otlp_endpoint: Some("https://flag:4318/v1/traces".into()),
+            ..Overrides::default()
+        };
+        let mut c = Config::default();
+        let mut problems = Vec::new();
+        c.apply_env(&getenv, &mut problems);
+        assert_eq!(
+            c.telemetry.otlp_endpoint.as_deref(),
+            Some("http://env:4318")
+        );
+        assert_eq!(c.telemetry.service_name, "reg-b");
+        c.apply_flags(&flags, &mut problems);
+        assert_eq!(
+            c.telemetry.otlp_endpoint.as_deref(),
+            Some("https://flag:4318/v1/traces")
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        // A bad URL and an empty name are both reported, with their keys.
+        for bad in ["collector:4318", "ftp://c", "http://", "http:///x"] {
+            let mut c = Config::default();
+            c.telemetry.otlp_endpoint = Some(bad.into());
+            c.telemetry.service_name = " ".into();
+            let Err(ConfigError::Invalid(p)) = c.validate() else {
+                panic!("{bad}: expected Invalid");
+            };
+            assert_eq!(p.len(), 2, "{bad}: {p:?}");
+            assert!(p[0].contains("telemetry.otlp_endpoint"), "{p:?}");
+            assert!(p[1].contains("telemetry.service_name"), "{p:?}");
+        }
+        // A good URL loads exactly when traces are built in.
+        let loaded = Config::load(&flags, &no_env);
+        assert_eq!(loaded.is_ok(), cfg!(feature = "otlp"), "{loaded:?}");
     }
 
     #[test]

@@ -8,21 +8,31 @@
 //! version, the status, the subject the gate admitted (a name, never a credential),
 //! the response bytes, the duration and a verified client-certificate subject. No
 //! header value except the request id, and no body.
+//!
+//! When traces are exported ([`crate::telemetry`]) the request span has a parent, the
+//! trace's SERVER span (name, kind, method, route, status, request id), which takes the
+//! client's `traceparent` as its own parent and stays open until the response body has
+//! been sent.
 
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
-use hyper::body::Body as _;
+use http_body_util::BodyExt as _;
+use hyper::body::{Body as _, Frame, SizeHint};
 use ring::rand::{SecureRandom, SystemRandom};
-use tracing::Instrument as _;
+use tracing::{Instrument as _, Span};
 
 use crate::http::body::Body;
 use crate::http::conn::Connection;
 use crate::http::handlers::Subject;
 use crate::http::routes;
+use crate::telemetry;
 
 /// The request id header, read from the client and always sent back.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -121,14 +131,23 @@ where
     Fut: Future<Output = Response<Body>>,
 {
     let id = RequestId::for_request(req.headers());
-    let span = tracing::error_span!("request", request_id = %id);
+    // With traces on, the request span's parent is the trace's SERVER span; the log
+    // never shows that one (it is at TRACE), so access lines look the same either way.
+    let server = telemetry::on().then(|| server_span(&id, &req));
+    let span = match &server {
+        Some(server) => tracing::error_span!(parent: server, "request", request_id = %id),
+        None => tracing::error_span!("request", request_id = %id),
+    };
     let method = req.method().clone();
     let version = req.version();
     let uri = req.uri().clone();
     // Boxed: the handler's future is a few kilobytes, and moved by value it would be
     // copied on its way in here and again into the span's wrapper.
     let mut served = Box::pin(serve(req)).instrument(span);
-    let mut resp = (&mut served).await;
+    let mut resp = match &server {
+        Some(server) => (&mut served).instrument(server.clone()).await,
+        None => (&mut served).await,
+    };
     let span = served.span();
     let subject = resp.extensions_mut().remove::<Subject>();
     // A `RUST_LOG` naming the request span (`[request]=info`) enables the line only
@@ -161,7 +180,76 @@ where
         });
     }
     resp.headers_mut().insert(X_REQUEST_ID, id.0);
+    if let Some(server) = server {
+        let status = resp.status();
+        server.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            server.record("otel.status_code", "error");
+        }
+        let request = span.clone();
+        resp = resp.map(|body| {
+            InSpan {
+                body,
+                server,
+                request,
+            }
+            .boxed_unsync()
+        });
+    }
     resp
+}
+
+/// The request's SERVER span for its trace, the child of the client's span when
+/// `traceparent` names one.
+fn server_span<B>(id: &RequestId, req: &Request<B>) -> Span {
+    let path = req.uri().path();
+    let route = routes::template(path).unwrap_or("-");
+    let span = tracing::trace_span!(
+        target: telemetry::TARGET,
+        "server",
+        request_id = %id,
+        otel.name = %format_args!("{} {route}", req.method()),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %req.method(),
+        http.route = route,
+        url.path = path,
+        network.protocol.version = ?req.version(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    telemetry::adopt_parent(&span, req.headers());
+    span
+}
+
+/// A response body polled inside the request's spans, which it holds open until the
+/// body is done: a streamed blob's reads are part of the request's trace.
+struct InSpan {
+    body: Body,
+    server: Span,
+    request: Span,
+}
+
+impl hyper::body::Body for InSpan {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        let _server = this.server.enter();
+        let _request = this.request.enter();
+        Pin::new(&mut this.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 #[cfg(test)]

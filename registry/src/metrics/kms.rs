@@ -1,7 +1,9 @@
 //! Every key-encryption-key operation counted and timed: [`MeteredKek`] wraps the
 //! provider the registry opened, so the store, the key watcher and the admin API are
-//! all measured without knowing it.
+//! all measured without knowing it. Each call is also a CLIENT span (`kms.wrap`, …)
+//! for traces ([`crate::telemetry`]).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,6 +13,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
+use tracing::Instrument as _;
 
 /// Which provider holds the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,6 +57,15 @@ impl Operation {
             Operation::LatestVersion => "latest_version",
             Operation::Wrap => "wrap",
             Operation::Unwrap => "unwrap",
+        }
+    }
+
+    fn span_name(self) -> &'static str {
+        match self {
+            Operation::Describe => "kms.describe",
+            Operation::LatestVersion => "kms.latest_version",
+            Operation::Wrap => "kms.wrap",
+            Operation::Unwrap => "kms.unwrap",
         }
     }
 }
@@ -129,7 +141,29 @@ impl MeteredKek {
         }
     }
 
-    fn record<T>(&self, operation: Operation, started: Instant, result: &Result<T, KmsError>) {
+    /// Makes `call` inside the operation's span, then counts and times it.
+    async fn measured<T>(
+        &self,
+        operation: Operation,
+        call: impl Future<Output = Result<T, KmsError>>,
+    ) -> Result<T, KmsError> {
+        let span = tracing::trace_span!(
+            target: crate::telemetry::TARGET,
+            "kms",
+            otel.name = operation.span_name(),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            valv.kms.provider = self.provider.as_str(),
+            valv.kms.operation = operation.as_str(),
+            valv.kms.outcome = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = call.instrument(span.clone()).await;
+        let outcome = Outcome::of(&result);
+        span.record("valv.kms.outcome", outcome.as_str());
+        if outcome != Outcome::Ok {
+            span.record("otel.status_code", "error");
+        }
         let provider = self.provider;
         self.metrics
             .duration
@@ -143,39 +177,32 @@ impl MeteredKek {
             .get_or_create(&OperationLabels {
                 provider,
                 operation,
-                outcome: Outcome::of(result),
+                outcome,
             })
             .inc();
+        result
     }
 }
 
 #[async_trait]
 impl Kek for MeteredKek {
     async fn describe(&self, id: &VersionedKeyId) -> Result<KeyDescription, KmsError> {
-        let started = Instant::now();
-        let result = self.inner.describe(id).await;
-        self.record(Operation::Describe, started, &result);
-        result
+        self.measured(Operation::Describe, self.inner.describe(id))
+            .await
     }
 
     async fn latest_version(&self, id: &KeyId) -> Result<VersionedKeyId, KmsError> {
-        let started = Instant::now();
-        let result = self.inner.latest_version(id).await;
-        self.record(Operation::LatestVersion, started, &result);
-        result
+        self.measured(Operation::LatestVersion, self.inner.latest_version(id))
+            .await
     }
 
     async fn wrap(&self, id: &VersionedKeyId, plaintext: &[u8]) -> Result<Vec<u8>, KmsError> {
-        let started = Instant::now();
-        let result = self.inner.wrap(id, plaintext).await;
-        self.record(Operation::Wrap, started, &result);
-        result
+        self.measured(Operation::Wrap, self.inner.wrap(id, plaintext))
+            .await
     }
 
     async fn unwrap(&self, id: &VersionedKeyId, wrapped: &[u8]) -> Result<SecretBytes, KmsError> {
-        let started = Instant::now();
-        let result = self.inner.unwrap(id, wrapped).await;
-        self.record(Operation::Unwrap, started, &result);
-        result
+        self.measured(Operation::Unwrap, self.inner.unwrap(id, wrapped))
+            .await
     }
 }

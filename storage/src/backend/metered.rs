@@ -12,11 +12,18 @@
 //! An error is a request that failed: the answers valv asks for and acts on (not found,
 //! already exists, precondition failed, not modified) are not errors. Counting is two
 //! relaxed atomic adds at most per request.
+//!
+//! Each request but a listing or a deletion (streams) is also a CLIENT span
+//! (`object_store.get`, …) under [`TRACE_TARGET`] at TRACE, for the registry's traces:
+//! a failed request marks it an error. With no trace exporter installed the span is
+//! never created (a disabled callsite).
 
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use std::future::Future;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,6 +34,11 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, UploadPart,
 };
+use tracing::Instrument as _;
+
+/// The target of the spans of object-store requests (and of the registry's other
+/// CLIENT spans): what the registry's trace exporter listens to.
+pub const TRACE_TARGET: &str = "valv::trace";
 
 /// The kinds of object-store request, as `/metrics` labels them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,6 +89,35 @@ impl ObjectOperation {
     fn index(self) -> usize {
         self as usize
     }
+
+    /// The name of the request's span.
+    fn span_name(self) -> &'static str {
+        match self {
+            ObjectOperation::Get => "object_store.get",
+            ObjectOperation::Head => "object_store.head",
+            ObjectOperation::Put => "object_store.put",
+            ObjectOperation::PutMultipart => "object_store.put_multipart",
+            ObjectOperation::Part => "object_store.part",
+            ObjectOperation::Complete => "object_store.complete",
+            ObjectOperation::Abort => "object_store.abort",
+            ObjectOperation::List => "object_store.list",
+            ObjectOperation::Delete => "object_store.delete",
+            ObjectOperation::Copy => "object_store.copy",
+        }
+    }
+
+    /// The span of one request of this kind (on `path`, when it has one).
+    fn span(self, path: Option<&Path>) -> tracing::Span {
+        tracing::trace_span!(
+            target: TRACE_TARGET,
+            "object_store",
+            otel.name = self.span_name(),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            valv.object_store.operation = self.as_str(),
+            valv.object_store.path = path.map(|p| p.as_ref()),
+        )
+    }
 }
 
 /// Requests and errors by [`ObjectOperation`], since the store was opened.
@@ -111,6 +152,23 @@ impl ObjectStoreMetrics {
             }
         }
         result
+    }
+
+    /// Counts one request of `op` on `path`, makes `call` inside its span, and counts
+    /// its outcome (a failure also marks the span).
+    async fn measured<T>(
+        &self,
+        op: ObjectOperation,
+        path: Option<&Path>,
+        call: impl Future<Output = object_store::Result<T>>,
+    ) -> object_store::Result<T> {
+        self.request(op, 1);
+        let span = op.span(path);
+        let result = call.instrument(span.clone()).await;
+        if result.as_ref().is_err_and(is_failure) {
+            span.record("otel.status_code", "error");
+        }
+        self.outcome(op, result)
     }
 }
 
@@ -155,22 +213,23 @@ struct MeteredUpload {
 #[async_trait]
 impl MultipartUpload for MeteredUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
-        self.metrics.request(ObjectOperation::Part, 1);
         let part = self.inner.put_part(data);
         let metrics = self.metrics.clone();
-        Box::pin(async move { metrics.outcome(ObjectOperation::Part, part.await) })
+        Box::pin(async move { metrics.measured(ObjectOperation::Part, None, part).await })
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
-        self.metrics.request(ObjectOperation::Complete, 1);
-        let result = self.inner.complete().await;
-        self.metrics.outcome(ObjectOperation::Complete, result)
+        let metrics = self.metrics.clone();
+        metrics
+            .measured(ObjectOperation::Complete, None, self.inner.complete())
+            .await
     }
 
     async fn abort(&mut self) -> object_store::Result<()> {
-        self.metrics.request(ObjectOperation::Abort, 1);
-        let result = self.inner.abort().await;
-        self.metrics.outcome(ObjectOperation::Abort, result)
+        let metrics = self.metrics.clone();
+        metrics
+            .measured(ObjectOperation::Abort, None, self.inner.abort())
+            .await
     }
 }
 
@@ -182,9 +241,10 @@ impl ObjectStore for Metered {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        self.metrics.request(ObjectOperation::Put, 1);
-        let result = self.inner.put_opts(location, payload, opts).await;
-        self.metrics.outcome(ObjectOperation::Put, result)
+        let call = self.inner.put_opts(location, payload, opts);
+        self.metrics
+            .measured(ObjectOperation::Put, Some(location), call)
+            .await
     }
 
     async fn put_multipart_opts(
@@ -192,11 +252,11 @@ impl ObjectStore for Metered {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.metrics.request(ObjectOperation::PutMultipart, 1);
-        let result = self.inner.put_multipart_opts(location, opts).await;
+        let call = self.inner.put_multipart_opts(location, opts);
         let inner = self
             .metrics
-            .outcome(ObjectOperation::PutMultipart, result)?;
+            .measured(ObjectOperation::PutMultipart, Some(location), call)
+            .await?;
         Ok(Box::new(MeteredUpload {
             inner,
             metrics: self.metrics.clone(),
@@ -213,9 +273,8 @@ impl ObjectStore for Metered {
         } else {
             ObjectOperation::Get
         };
-        self.metrics.request(op, 1);
-        let result = self.inner.get_opts(location, options).await;
-        self.metrics.outcome(op, result)
+        let call = self.inner.get_opts(location, options);
+        self.metrics.measured(op, Some(location), call).await
     }
 
     async fn get_ranges(
@@ -224,9 +283,10 @@ impl ObjectStore for Metered {
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
         // The inner store may coalesce the ranges into fewer GETs; one is the floor.
-        self.metrics.request(ObjectOperation::Get, 1);
-        let result = self.inner.get_ranges(location, ranges).await;
-        self.metrics.outcome(ObjectOperation::Get, result)
+        let call = self.inner.get_ranges(location, ranges);
+        self.metrics
+            .measured(ObjectOperation::Get, Some(location), call)
+            .await
     }
 
     fn delete_stream(
@@ -270,9 +330,10 @@ impl ObjectStore for Metered {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.metrics.request(ObjectOperation::List, 1);
-        let result = self.inner.list_with_delimiter(prefix).await;
-        self.metrics.outcome(ObjectOperation::List, result)
+        let call = self.inner.list_with_delimiter(prefix);
+        self.metrics
+            .measured(ObjectOperation::List, prefix, call)
+            .await
     }
 
     async fn copy_opts(
@@ -281,9 +342,10 @@ impl ObjectStore for Metered {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
-        self.metrics.request(ObjectOperation::Copy, 1);
-        let result = self.inner.copy_opts(from, to, options).await;
-        self.metrics.outcome(ObjectOperation::Copy, result)
+        let call = self.inner.copy_opts(from, to, options);
+        self.metrics
+            .measured(ObjectOperation::Copy, Some(to), call)
+            .await
     }
 
     async fn rename_opts(
@@ -292,9 +354,10 @@ impl ObjectStore for Metered {
         to: &Path,
         options: RenameOptions,
     ) -> object_store::Result<()> {
-        self.metrics.request(ObjectOperation::Copy, 1);
-        let result = self.inner.rename_opts(from, to, options).await;
-        self.metrics.outcome(ObjectOperation::Copy, result)
+        let call = self.inner.rename_opts(from, to, options);
+        self.metrics
+            .measured(ObjectOperation::Copy, Some(to), call)
+            .await
     }
 }
 

@@ -44,7 +44,7 @@ mod local;
 mod memory;
 mod metered;
 
-pub use metered::{ObjectOperation, ObjectStoreMetrics};
+pub use metered::{ObjectOperation, ObjectStoreMetrics, TRACE_TARGET};
 
 /// Sealed bytes of a data object as they arrive. An `Err` item ends the stream.
 pub(crate) type SealedStream = BoxStream<'static, Result<Bytes>>;
