@@ -25,9 +25,17 @@ pub const DEV_KEY_NAME: &str = "valv-dev-kek";
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub max_connections: usize,
+    /// 0 = no per-client limit.
+    pub max_connections_per_client: usize,
     pub shutdown_grace: Duration,
     pub header_read_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
     pub max_manifest_bytes: usize,
+    pub max_manifest_references: usize,
+    /// `storage.max_blob_bytes`; `None` = no limit.
+    pub max_blob_bytes: Option<u64>,
     /// What the crash cleanup leaves alone (`storage.orphan_grace_secs`).
     pub orphan_grace: Duration,
 }
@@ -36,9 +44,15 @@ impl Settings {
     pub fn from_config(config: &Config) -> Settings {
         Settings {
             max_connections: config.server.max_connections,
+            max_connections_per_client: config.server.max_connections_per_client,
             shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
             header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
+            body_idle_timeout: Duration::from_secs(config.server.body_idle_timeout_secs),
+            max_header_bytes: config.server.max_header_bytes,
+            max_headers: config.server.max_headers,
             max_manifest_bytes: config.server.max_manifest_bytes,
+            max_manifest_references: config.server.max_manifest_references,
+            max_blob_bytes: Some(config.storage.max_blob_bytes).filter(|&n| n > 0),
             orphan_grace: Duration::from_secs(config.storage.orphan_grace_secs),
         }
     }
@@ -128,6 +142,7 @@ impl App {
             max_parts_in_flight: config.storage.parts_in_flight,
             write_buffer_bytes: usize::try_from(config.storage.write_buffer_mib << 20)
                 .unwrap_or(usize::MAX),
+            max_blob_bytes: Some(config.storage.max_blob_bytes).filter(|&n| n > 0),
             ..storage::StoreConfig::default()
         };
         let store = Store::open_with(backend, kek, &key_id, store_config).await?;

@@ -116,6 +116,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             tracing::info!(key = %id, "encrypting under the configured key")
         }
     }
+    open_file_room(config.server.max_connections);
     let listener = TcpListener::bind(&config.server.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
@@ -257,6 +258,34 @@ async fn encryption(command: EncryptionCommand) -> Result<(), Box<dyn std::error
     writeln!(out, "{json}")?;
     out.flush()?;
     Ok(())
+}
+
+/// Every connection is a file descriptor: raises the soft open-file limit to the hard
+/// one (as Go's runtime does), and warns when even that leaves too little room for
+/// `max_connections` besides the store's and the vault's own.
+fn open_file_room(max_connections: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => limit = getrlimit(Resource::Nofile),
+            Err(e) => tracing::debug!(error = %e, "cannot raise the open-file limit"),
+        }
+    }
+    // Room for the listeners, the store's files and connections, and the vault's.
+    let needed = max_connections as u64 + 256;
+    if let Some(current) = limit.current.filter(|&n| n < needed) {
+        tracing::warn!(
+            open_files = current,
+            max_connections,
+            "the open-file limit (ulimit -n) leaves too little room for server.max_connections: \
+             raise it or lower server.max_connections"
+        );
+    }
 }
 
 /// `valv dev-keyvault`: the fake Key Vault until SIGINT or SIGTERM.

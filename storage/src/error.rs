@@ -31,6 +31,10 @@ pub enum StoreError {
     /// The declared size does not match the content.
     #[error("provided length did not match content length")]
     SizeMismatch,
+    /// The blob grew past the largest one accepted ([`crate::StoreConfig::max_blob_bytes`]).
+    /// Nothing of the request's body was kept; an upload session stays where it was.
+    #[error("blob exceeds the {limit}-byte limit")]
+    BlobTooLarge { limit: u64 },
     /// The requested byte range lies outside the blob. `size` is the blob's size.
     #[error("requested range not satisfiable (blob size {size})")]
     RangeNotSatisfiable { size: u64 },

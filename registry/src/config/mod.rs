@@ -22,6 +22,11 @@ pub use cloud::{AzureConfig, S3Config};
 /// Manifests are collected in memory, so their size is bounded. The spec says a
 /// registry SHOULD accept at least 4 MB, hence the floor.
 pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// 32 GiB: above any layer a real image has, small enough that one client cannot fill
+/// a disk with one upload unnoticed.
+pub const DEFAULT_MAX_BLOB_BYTES: u64 = 32 * 1024 * 1024 * 1024;
+/// hyper reads a request head into a buffer of at least this many bytes.
+const MIN_MAX_HEADER_BYTES: usize = 8 * 1024;
 const MIN_MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 const MAX_MAX_MANIFEST_BYTES: usize = 64 * 1024 * 1024;
 
@@ -141,11 +146,27 @@ pub struct ServerConfig {
     /// Connections served at once; further ones wait in the kernel's accept queue
     /// instead of exhausting file descriptors or memory.
     pub max_connections: usize,
+    /// Connections one client may hold at once (one IPv4 address, or one IPv6 /64);
+    /// beyond it a new connection is answered 429 and closed, so one client cannot
+    /// take every slot. 0 = no per-client limit (behind a proxy all clients are one).
+    pub max_connections_per_client: usize,
     /// After SIGINT/SIGTERM, how long in-flight requests may run before they are cut.
     /// Cutting is safe (an upload is only committed by its envelope), merely rude.
     pub shutdown_grace_secs: u64,
     /// How long a client may take to send its request headers (slow-loris guard).
     pub header_read_timeout_secs: u64,
+    /// How long a request body may go without a byte before the request is ended
+    /// (408): an upload trickled or stalled does not hold its connection for ever.
+    pub body_idle_timeout_secs: u64,
+    /// Largest HTTP/1.1 request head (request line and headers), in bytes (431 above
+    /// it). It is also the most a connection's read buffer grows to, so a much smaller
+    /// value slows uploads; hyper's default. (HTTP/2 keeps its 16 KiB header list.)
+    pub max_header_bytes: usize,
+    /// Most headers in one request (431 above it).
+    pub max_headers: usize,
+    /// Most blobs and child manifests one manifest may reference (each is checked
+    /// in the store before the manifest is accepted).
+    pub max_manifest_references: usize,
     /// Largest manifest accepted (413 above it).
     pub max_manifest_bytes: usize,
     /// TLS on the listener (`[server.tls]`); off unless a certificate and key are set.
@@ -184,9 +205,14 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:5000".into(),
             metrics_listen: None,
-            max_connections: 1024,
+            max_connections: 4096,
+            max_connections_per_client: 256,
             shutdown_grace_secs: 30,
             header_read_timeout_secs: 30,
+            body_idle_timeout_secs: 60,
+            max_header_bytes: 8 * 1024 + 100 * 4 * 1024,
+            max_headers: 100,
+            max_manifest_references: 10_000,
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
             tls: TlsConfig::default(),
         }
@@ -212,6 +238,9 @@ pub struct StorageConfig {
     /// so that writes in flight on any node are never touched. Also how long an ended
     /// upload session keeps answering a repeated commit.
     pub orphan_grace_secs: u64,
+    /// Largest blob accepted, in bytes, by one push or a whole chunked upload (413
+    /// `SIZE_INVALID` above it); 0 = no limit.
+    pub max_blob_bytes: u64,
     /// MiB per part of a multipart data-object write on S3 and Azure (file and memory
     /// stores keep 1 MiB parts). An upload buffers part size × (parts in flight + 1).
     pub part_size_mib: u64,
@@ -242,6 +271,7 @@ impl Default for StorageConfig {
             url: None,
             tag_cache_ttl_ms: 1000,
             orphan_grace_secs: 3600,
+            max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
             part_size_mib: 5,
             parts_in_flight: 2,
             write_buffer_mib: 24,
@@ -607,6 +637,21 @@ impl Config {
         }
         if self.server.header_read_timeout_secs == 0 {
             problems.push("server.header_read_timeout_secs must be at least 1".into());
+        }
+        if self.server.body_idle_timeout_secs == 0 {
+            problems.push("server.body_idle_timeout_secs must be at least 1".into());
+        }
+        if self.server.max_header_bytes < MIN_MAX_HEADER_BYTES {
+            problems.push(format!(
+                "server.max_header_bytes must be at least {MIN_MAX_HEADER_BYTES} (got {})",
+                self.server.max_header_bytes
+            ));
+        }
+        if self.server.max_headers == 0 {
+            problems.push("server.max_headers must be at least 1".into());
+        }
+        if self.server.max_manifest_references == 0 {
+            problems.push("server.max_manifest_references must be at least 1".into());
         }
         let m = self.server.max_manifest_bytes;
         if !(MIN_MAX_MANIFEST_BYTES..=MAX_MAX_MANIFEST_BYTES).contains(&m) {

@@ -1,11 +1,13 @@
 //! Request and response bodies. Blob bodies move as streams of `Bytes` in both
 //! directions (STYLE habit 7); only manifests are collected, under a size limit.
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -29,6 +31,8 @@ pub enum BodyError {
     },
     /// The connection failed while the body was read (usually the client went away).
     Read(hyper::Error),
+    /// No byte of the body arrived for `server.body_idle_timeout_secs`.
+    Idle(std::time::Duration),
 }
 
 impl std::fmt::Display for BodyError {
@@ -43,6 +47,11 @@ impl std::fmt::Display for BodyError {
                 if received_at_least > declared { "+" } else { "" }
             ),
             BodyError::Read(e) => e.fmt(f),
+            BodyError::Idle(after) => write!(
+                f,
+                "no request body bytes arrived for {} s",
+                after.as_secs()
+            ),
         }
     }
 }
@@ -50,7 +59,7 @@ impl std::fmt::Display for BodyError {
 impl std::error::Error for BodyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            BodyError::LengthMismatch { .. } => None,
+            BodyError::LengthMismatch { .. } | BodyError::Idle(_) => None,
             BodyError::Read(e) => Some(e),
         }
     }
@@ -62,6 +71,7 @@ impl BodyError {
         let kind = match self {
             BodyError::LengthMismatch { .. } => io::ErrorKind::InvalidData,
             BodyError::Read(_) => io::ErrorKind::Other,
+            BodyError::Idle(_) => io::ErrorKind::TimedOut,
         };
         io::Error::new(kind, self)
     }
@@ -94,10 +104,17 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 /// connection starts and closes it after the response; a client that has already
 /// put the connection back in its pool sends its next request into the closed socket.
 /// [`BodyEnd::unread`] lets the server say `Connection: close` in such a response.
+///
+/// A body that goes `idle` (no frame) for that long ends with [`BodyError::Idle`]: a
+/// client trickling or stalling an upload cannot hold the request open for ever.
 #[derive(Debug)]
 pub struct RequestBody {
     inner: Incoming,
     read: Arc<ReadState>,
+    idle: Duration,
+    /// Armed on the first wait for a frame; `moved` says a frame came since.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    moved: bool,
 }
 
 #[derive(Debug)]
@@ -124,25 +141,54 @@ impl BodyEnd {
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming) -> (Self, BodyEnd) {
+    pub fn new(inner: Incoming, idle: Duration) -> (Self, BodyEnd) {
         let read = Arc::new(ReadState {
             to_end: AtomicBool::new(hyper::body::Body::is_end_stream(&inner)),
             bytes: AtomicU64::new(0),
         });
         let end = BodyEnd(read.clone());
-        (RequestBody { inner, read }, end)
+        let body = RequestBody {
+            inner,
+            read,
+            idle,
+            timer: None,
+            moved: false,
+        };
+        (body, end)
+    }
+
+    /// Waits on the idle timer while the connection has no frame for us: `true` once
+    /// it has run out.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let idle = self.idle;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        if std::mem::take(&mut self.moved) {
+            timer.as_mut().reset(tokio::time::Instant::now() + idle);
+        }
+        timer.as_mut().poll(cx).is_ready()
     }
 }
 
 impl hyper::body::Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let polled = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Pending if self.idle_expired(cx) => {
+                return Poll::Ready(Some(Err(BodyError::Idle(self.idle))));
+            }
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(frame) => {
+                self.moved = true;
+                Poll::Ready(frame.map(|f| f.map_err(BodyError::Read)))
+            }
+        };
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
                 self.read
@@ -186,7 +232,7 @@ pub fn from_store(stream: ByteStream) -> Body {
 /// then discards the append instead of committing a chunk that is not what the client
 /// said it sent.
 pub fn request_stream(body: RequestBody, declared: Option<u64>) -> BodyStream<'static> {
-    let data = body.into_data_stream().map(|r| r.map_err(BodyError::Read));
+    let data = body.into_data_stream();
     CheckedLength {
         inner: Box::pin(data),
         declared,
@@ -269,7 +315,7 @@ pub async fn collect_limited(
     let mut seen: u64 = 0;
     let mut over = skip;
     while let Some(chunk) = data.next().await {
-        let chunk = chunk.map_err(|e| CollectError::Body(BodyError::Read(e)))?;
+        let chunk = chunk.map_err(CollectError::Body)?;
         seen += chunk.len() as u64;
         if !over && kept.len() + chunk.len() > limit {
             over = true;

@@ -288,6 +288,7 @@ pub fn store_error(e: StoreError) -> ApiError {
             .with_detail(serde_json::json!({ "offset": current })),
         StoreError::DigestMismatch => ApiError::new(ErrorCode::DigestInvalid),
         StoreError::SizeMismatch => ApiError::new(ErrorCode::SizeInvalid),
+        StoreError::BlobTooLarge { limit } => blob_too_large(limit),
         // No spec code covers an unsatisfiable read range; RANGE_INVALID is the one
         // distribution sends, so clients already know it.
         StoreError::RangeNotSatisfiable { size } => ApiError::new(ErrorCode::RangeInvalid)
@@ -323,6 +324,15 @@ pub fn store_error(e: StoreError) -> ApiError {
             internal()
         }
     }
+}
+
+/// 413 `SIZE_INVALID` for a blob larger than `storage.max_blob_bytes`, whether it is
+/// declared so up front or grows so while streamed.
+pub fn blob_too_large(limit: u64) -> ApiError {
+    ApiError::new(ErrorCode::SizeInvalid)
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        .with_message(format!("blob exceeds the {limit}-byte limit"))
+        .with_detail(serde_json::json!({ "limit": limit }))
 }
 
 /// The generic 500: the cause is logged, never sent.
@@ -371,6 +381,9 @@ fn body_error(e: &BodyError) -> ApiError {
             tracing::debug!(error = %cause, "request body failed");
             body_read_failed()
         }
+        BodyError::Idle(_) => ApiError::new(ErrorCode::BlobUploadInvalid)
+            .with_status(StatusCode::REQUEST_TIMEOUT)
+            .with_message(e.to_string()),
     }
 }
 
@@ -443,6 +456,7 @@ mod tests {
             ),
             (StoreError::DigestMismatch, "DIGEST_INVALID", 400),
             (StoreError::SizeMismatch, "SIZE_INVALID", 400),
+            (StoreError::BlobTooLarge { limit: 9 }, "SIZE_INVALID", 413),
             (
                 StoreError::RangeNotSatisfiable { size: 9 },
                 "RANGE_INVALID",

@@ -14,6 +14,7 @@
 //! each request for `/metrics` and serves it (also on its own listener).
 
 pub mod access;
+pub mod admission;
 pub mod body;
 pub mod conn;
 pub mod errors;

@@ -19,11 +19,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::app::App;
 use crate::http::access;
+use crate::http::admission::{self, Admission, Ticket};
 use crate::http::body::{Body, RequestBody};
 use crate::http::conn::Connection;
 use crate::http::errors::{name_error, ApiError, ErrorCode};
@@ -49,7 +50,10 @@ pub async fn run(
     tls: Option<Arc<ServerTls>>,
     shutdown: impl Future,
 ) -> io::Result<()> {
-    let limit = Arc::new(Semaphore::new(app.settings.max_connections));
+    let admission = Admission::new(
+        app.settings.max_connections,
+        app.settings.max_connections_per_client,
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -57,13 +61,9 @@ pub async fn run(
     loop {
         // Wait for a free slot before accepting: over the limit, clients queue in the
         // kernel's backlog instead of costing us memory.
-        let permit = tokio::select! {
+        let slot = tokio::select! {
             _ = &mut shutdown => break,
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                // The semaphore is never closed.
-                Err(_) => break,
-            },
+            slot = admission.slot() => slot,
         };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
@@ -79,20 +79,33 @@ pub async fn run(
                 }
             },
         };
+        // One client at its own limit is refused here, its slot freed at once.
+        let Some(ticket) = admission.admit(slot, peer.ip()) else {
+            tracing::debug!(%peer, "connection refused: the client holds its limit");
+            app.metrics.http.connections_refused.inc();
+            admission::refuse(stream, tls.is_none());
+            continue;
+        };
         tracing::trace!(%peer, "connection accepted");
         // Responses are written as a header block then body frames; with Nagle's
         // algorithm a small response waits for the client's delayed ACK (~40 ms).
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
-        connections.spawn(serve_connection(
+        let open = app.metrics.http.connections_open.clone();
+        open.inc();
+        let served = serve_connection(
             stream,
             peer,
             tls.clone(),
             app.clone(),
             stop_rx.clone(),
-            permit,
-        ));
+            ticket,
+        );
+        connections.spawn(async move {
+            served.await;
+            open.dec();
+        });
         // Reap finished connections so the set does not grow without bound.
         while connections.try_join_next().is_some() {}
     }
@@ -123,14 +136,14 @@ pub async fn run(
 }
 
 /// One connection, from its TLS handshake (if any) to its end; holds its slot
-/// (`_permit`) throughout.
+/// (`_ticket`) throughout.
 async fn serve_connection(
     stream: TcpStream,
     peer: std::net::SocketAddr,
     tls: Option<Arc<ServerTls>>,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
+    _ticket: Ticket,
 ) {
     let Some(tls) = tls else {
         return serve_http(
@@ -177,6 +190,7 @@ async fn serve_http<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = app.settings.header_read_timeout;
+    let (max_header_bytes, max_headers) = (app.settings.max_header_bytes, app.settings.max_headers);
     let connection = Arc::new(connection);
     let service = service_fn(move |req| {
         let app = app.clone();
@@ -187,7 +201,9 @@ async fn serve_http<I>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(header_timeout)
+        .max_buf_size(max_header_bytes)
+        .max_headers(max_headers);
     builder.http2().timer(TokioTimer::new());
     // ALPN decided; only a TLS client that offered no ALPN leaves it to detection.
     let builder = match protocol {
@@ -230,7 +246,7 @@ async fn respond(
     let version = req.version();
     let method = req.method().clone();
     let (parts, body) = req.into_parts();
-    let (body, body_end) = RequestBody::new(body);
+    let (body, body_end) = RequestBody::new(body, app.settings.body_idle_timeout);
     let req = Request::from_parts(parts, body);
     let routed = route(&method, req.uri().path());
     let observation = metrics::observe(app, &routed, &method, &body_end, started);

@@ -215,6 +215,10 @@ pub struct HttpMetrics {
     response_bytes: Family<RouteLabels, Counter>,
     /// Requests streaming an upload body on this node now.
     pub uploads_in_progress: Gauge,
+    /// Connections being served on this node now.
+    pub connections_open: Gauge,
+    /// Connections refused because their client held its limit.
+    pub connections_refused: Counter,
     routes: std::sync::Arc<[std::sync::OnceLock<RouteSeries>]>,
 }
 
@@ -254,6 +258,8 @@ impl HttpMetrics {
             request_bytes: Family::default(),
             response_bytes: Family::default(),
             uploads_in_progress: Gauge::default(),
+            connections_open: Gauge::default(),
+            connections_refused: Counter::default(),
             routes: (0..RouteClass::COUNT * MethodLabel::COUNT)
                 .map(|_| std::sync::OnceLock::new())
                 .collect(),
@@ -369,6 +375,16 @@ impl Metrics {
             "uploads_in_progress",
             "Requests streaming an upload body (PATCH, PUT or monolithic POST) on this node now",
             http.uploads_in_progress.clone(),
+        );
+        registry.register(
+            "http_connections_open",
+            "Client connections being served on this node now",
+            http.connections_open.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "Connections answered 429 and closed because their client (an IPv4 address or IPv6 /64) held server.max_connections_per_client",
+            http.connections_refused.clone(),
         );
         let kms = kms::KmsMetrics {
             operations: Family::default(),

@@ -66,6 +66,9 @@ pub struct StoreConfig {
     pub reference_cache_ttl: std::time::Duration,
     /// Memory for decrypted manifests kept by digest (dropped on revocation).
     pub manifest_cache_bytes: usize,
+    /// Largest blob accepted, whole or by a session's appends together
+    /// ([`StoreError::BlobTooLarge`] above it); `None` = no limit.
+    pub max_blob_bytes: Option<u64>,
     /// What in-memory expiry (the reference cache) reads the time from: the system's,
     /// or a manual clock a test advances.
     pub clock: Clock,
@@ -79,6 +82,7 @@ impl Default for StoreConfig {
             write_buffer_bytes: 24 * 1024 * 1024,
             reference_cache_ttl: std::time::Duration::from_secs(1),
             manifest_cache_bytes: 4 * 1024 * 1024,
+            max_blob_bytes: None,
             clock: Clock::system(),
         }
     }

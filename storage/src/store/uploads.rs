@@ -182,7 +182,53 @@ impl SessionState {
     }
 }
 
+/// The mark a body stream's `io::Error` carries when the blob passed
+/// [`crate::StoreConfig::max_blob_bytes`] ([`Store::limited`]).
+#[derive(Debug)]
+struct PastLimit;
+
+impl std::fmt::Display for PastLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the blob exceeds the size limit")
+    }
+}
+
+impl std::error::Error for PastLimit {}
+
 impl Store {
+    /// `body`, cut with an error (which discards the write, as any body error does)
+    /// once `offset` plus what it has yielded passes the largest blob accepted.
+    fn limited<'a>(&self, body: BodyStream<'a>, offset: u64) -> BodyStream<'a> {
+        let Some(limit) = self.inner.config.max_blob_bytes else {
+            return body;
+        };
+        let mut total = offset;
+        body.map(move |chunk| {
+            let chunk = chunk?;
+            total = total.saturating_add(chunk.len() as u64);
+            if total > limit {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    PastLimit,
+                ));
+            }
+            Ok(chunk)
+        })
+        .boxed()
+    }
+
+    /// [`StoreError::BlobTooLarge`] for the body error [`Store::limited`] made.
+    fn too_large(&self, e: StoreError) -> StoreError {
+        match (e, self.inner.config.max_blob_bytes) {
+            (StoreError::Body(io), Some(limit))
+                if io.get_ref().is_some_and(|inner| inner.is::<PastLimit>()) =>
+            {
+                StoreError::BlobTooLarge { limit }
+            }
+            (e, _) => e,
+        }
+    }
+
     /// Starts an upload session in `repo`.
     pub async fn create_upload(&self, repo: &RepositoryName) -> Result<UploadStatus> {
         self.create_session(repo, Algorithm::Sha256).await
@@ -381,6 +427,7 @@ impl Store {
         ending: Ending,
     ) -> Result<(object_store::path::Path, SessionState, SessionSecrets)> {
         let part_path = next_part_path(&session.state);
+        let body = self.limited(body, session.state.offset);
         let sealed = self
             .seal_into(
                 &part_path,
@@ -389,7 +436,8 @@ impl Store {
                 body,
                 ending,
             )
-            .await?;
+            .await
+            .map_err(|e| self.too_large(e))?;
         let (state, secrets) = advanced(id, session, &part_path, sealed, ending)?;
         Ok((part_path, state, secrets))
     }
@@ -791,9 +839,11 @@ impl Store {
         digest: &Digest,
         body: BodyStream<'_>,
     ) -> Result<BlobInfo> {
+        let body = self.limited(body, 0);
         let (part_path, envelope, sealed) = self
             .seal_fresh(digest, body, Some(ResumableHash::new(digest.algorithm())))
-            .await?;
+            .await
+            .map_err(|e| self.too_large(e))?;
         if sealed.hash.as_ref().map(ResumableHash::digest).as_ref() != Some(digest) {
             objects::delete(self.objects(), &part_path).await?;
             return Err(StoreError::DigestMismatch);

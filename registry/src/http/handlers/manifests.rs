@@ -82,6 +82,15 @@ pub async fn put(
         return Err(ApiError::new(ErrorCode::DigestInvalid)
             .with_message(format!("the manifest's digest is not {digest}")));
     }
+    let references = parsed.blobs.len() + parsed.manifests.len();
+    let most = app.settings.max_manifest_references;
+    if references > most {
+        return Err(
+            ApiError::new(ErrorCode::ManifestInvalid).with_message(format!(
+            "the manifest references {references} blobs and manifests; at most {most} are accepted"
+        )),
+        );
+    }
     check_references(app, repo, &parsed).await?;
 
     let subject = parsed.subject.clone();
@@ -117,14 +126,16 @@ async fn check_references(
             ))
             .with_detail(serde_json::json!({ "digest": d.to_string() }))
     };
-    for d in &parsed.blobs {
+    // Each distinct digest once: a manifest may name one layer many times.
+    let mut seen = std::collections::HashSet::new();
+    for d in parsed.blobs.iter().filter(|d| seen.insert(*d)) {
         match app.store.stat_repo_blob(repo, d).await {
             Ok(_) => {}
             Err(StoreError::BlobUnknown) => return Err(unknown("blob", d)),
             Err(e) => return Err(e.into()),
         }
     }
-    for d in &parsed.manifests {
+    for d in parsed.manifests.iter().filter(|d| seen.insert(*d)) {
         match app
             .store
             .stat_manifest(repo, &Reference::Digest(d.clone()))

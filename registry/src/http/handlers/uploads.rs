@@ -13,7 +13,7 @@ use crate::app::App;
 use crate::auth::policy::Action;
 use crate::auth::Principal;
 use crate::http::body::request_stream;
-use crate::http::errors::{ApiError, ErrorCode};
+use crate::http::errors::{blob_too_large, ApiError, ErrorCode};
 use crate::http::query::Query;
 use crate::http::range::{parse_content_range, upload_range_header, ContentRangeError};
 
@@ -79,6 +79,7 @@ pub async fn start(
     } else if let Some(d) = query.get("digest") {
         let digest: Digest = d.parse()?;
         let declared = content_length(&req)?;
+        refuse_declared_too_large(app, 0, declared)?;
         let body = request_stream(req.into_body(), declared);
         let info = app.store.put_blob(repo, &digest, body).await?;
         return Ok(blob_created(repo, &info.digest).build());
@@ -130,6 +131,16 @@ pub async fn status(app: &App, repo: &RepositoryName, id: &UploadId) -> HandlerR
     Ok(session_reply(StatusCode::NO_CONTENT, &s).build())
 }
 
+/// 413 before reading a body whose declared length would take the blob past
+/// `storage.max_blob_bytes` from `start`. A body that does not declare it is counted
+/// as it streams, by the store.
+fn refuse_declared_too_large(app: &App, start: u64, declared: Option<u64>) -> Result<(), ApiError> {
+    match (app.settings.max_blob_bytes, declared) {
+        (Some(limit), Some(n)) if start.saturating_add(n) > limit => Err(blob_too_large(limit)),
+        _ => Ok(()),
+    }
+}
+
 /// Where a chunk goes and how long the client says it is.
 struct Chunk {
     /// From `Content-Range`; `None` appends at the session's offset (streamed PATCH,
@@ -152,6 +163,8 @@ async fn chunk_of(
 ) -> Result<Chunk, ApiError> {
     let length = content_length(req)?;
     let Some(value) = header_str(req, CONTENT_RANGE) else {
+        // Where the chunk starts is the session's offset, which the store checks.
+        refuse_declared_too_large(app, 0, length)?;
         return Ok(Chunk {
             start: None,
             declared: length,
@@ -159,10 +172,11 @@ async fn chunk_of(
     };
     let why = match parse_content_range(value) {
         Ok(range) if length.is_none_or(|l| l == range.length()) => {
+            refuse_declared_too_large(app, range.start, Some(range.length()))?;
             return Ok(Chunk {
                 start: Some(range.start),
                 declared: Some(range.length()),
-            })
+            });
         }
         Ok(range) => format!(
             "Content-Range {}-{} is {} bytes but Content-Length is {}",
