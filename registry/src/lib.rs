@@ -28,7 +28,8 @@
 //!   HTTP edge records into ([`http::metrics`]), the metered KEK ([`metrics::kms`]), and
 //!   the store's and the key state's values read at each scrape.
 //! - [`commands`]: the one-shot subcommands: [`commands::kek`] (`valv kek …` for
-//!   local `file://` keys) and [`commands::admin_client`] (`valv encryption …`).
+//!   local `file://` keys), [`commands::admin_client`] (`valv encryption …`) and
+//!   [`commands::healthcheck`] (`valv healthcheck`, the container's health probe).
 //!
 //! Dependencies point one way: `http` → `keys` → `storage`, and `app` → `keys`,
 //! `config`; nothing below `http` imports it.

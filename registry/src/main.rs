@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use valv::app::{dev_key_notice, exposure_warning, App, KeySource};
 #[cfg(feature = "dev-keyvault")]
 use valv::cli::DevKeyvaultArgs;
-use valv::cli::{Cli, Command, EncryptionCommand};
+use valv::cli::{Cli, Command, EncryptionCommand, HealthcheckArgs};
 use valv::config::{Config, LogFormat};
 use valv::tls::{reload::Reloader, ServerTls, Sources, TlsFiles};
 
@@ -48,6 +48,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "dev-keyvault")]
         Command::DevKeyvault(args) => runtime.block_on(dev_keyvault(args)),
         Command::Encryption(command) => runtime.block_on(encryption(command)),
+        Command::Healthcheck(args) => runtime.block_on(healthcheck(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -234,6 +235,19 @@ async fn encryption(command: EncryptionCommand) -> Result<(), Box<dyn std::error
     let json = valv::commands::admin_client::run(&command).await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{json}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// `valv healthcheck`: the answer's first line on stdout when ready; otherwise the
+/// reason (and exit status 1), which docker keeps in the container's health log.
+async fn healthcheck(args: HealthcheckArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use valv::commands::healthcheck::{probe, run};
+    let probe = probe(&args, &|k| std::env::var(k).ok())?;
+    let timeout = std::time::Duration::from_secs(args.timeout.max(1));
+    let line = run(&probe, timeout).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: {line}", probe.url)?;
     out.flush()?;
     Ok(())
 }
