@@ -25,8 +25,9 @@ cd "$ROOT"
 # Debian packages the tests use: dockerd + docker CLI (real push/pull), skopeo and
 # podman (real clients), the reference registry (CNCF distribution 2.8.2, which the
 # conformance suite is also run against), python3 + pip (for oras-py), openssl and CA
-# certificates (TLS tests).
-APT_PACKAGES=(docker.io skopeo podman docker-registry python3 python3-pip openssl ca-certificates curl)
+# certificates (TLS tests), debootstrap (scripts/image-standins.sh makes the base images
+# of the top-level Dockerfile for registry/tests/image.rs, as no image registry is reachable).
+APT_PACKAGES=(docker.io skopeo podman docker-registry python3 python3-pip openssl ca-certificates curl debootstrap)
 # Python packages: oras-py, the ORAS client library the artifact tests drive; moto's
 # server, the S3 the storage tests run on; prometheus-client, whose text parser checks
 # /metrics (registry/tests/metrics.rs).

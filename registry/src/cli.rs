@@ -36,6 +36,26 @@ pub enum Command {
     /// (like `az acr encryption show|rotate-key`).
     #[command(subcommand)]
     Encryption(EncryptionCommand),
+    /// Exit 0 when a valv on this host answers 200 on /readyz, 1 otherwise: the
+    /// container image's HEALTHCHECK (it has no curl).
+    Healthcheck(HealthcheckArgs),
+}
+
+/// `valv healthcheck`: where to probe, and for how long.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The URL to GET [default: /readyz on the address `valv serve` listens on, from
+    /// the same configuration (--config / VALV_CONFIG, VALV_LISTEN, …); 0.0.0.0 and
+    /// [::] are probed on loopback, a TLS listener over https without certificate
+    /// verification]
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// TOML configuration file to read the listen address from [env: VALV_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Seconds to wait for the answer (at least 1)
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub timeout: u64,
 }
 
 /// `valv encryption …`: clients of the admin API (`/admin/v1/encryption`).
@@ -312,6 +332,28 @@ mod tests {
         assert_eq!(admin.token.as_deref(), Some("t"));
         assert!(Cli::try_parse_from(["valv", "encryption", "rotate-key"]).is_err());
         assert!(Cli::try_parse_from(["valv", "encryption", "show"]).is_ok());
+    }
+
+    #[test]
+    fn healthcheck_parses() {
+        let cli = Cli::try_parse_from(["valv", "healthcheck"]).expect("parse");
+        let Command::Healthcheck(args) = cli.command else {
+            panic!("healthcheck parses as Healthcheck");
+        };
+        assert_eq!((args.url, args.timeout), (None, 5));
+        let cli = Cli::try_parse_from([
+            "valv",
+            "healthcheck",
+            "--url",
+            "http://127.0.0.1:1/readyz",
+            "--timeout",
+            "2",
+        ])
+        .expect("parse");
+        assert!(matches!(
+            cli.command,
+            Command::Healthcheck(HealthcheckArgs { timeout: 2, .. })
+        ));
     }
 
     #[test]

@@ -30,7 +30,8 @@
 //! - [`telemetry`]: traces: the request's SERVER span and the object-store and vault
 //!   CLIENT spans exported by OTLP when a collector is configured (`otlp` feature).
 //! - [`commands`]: the one-shot subcommands: [`commands::kek`] (`valv kek …` for
-//!   local `file://` keys) and [`commands::admin_client`] (`valv encryption …`).
+//!   local `file://` keys), [`commands::admin_client`] (`valv encryption …`) and
+//!   [`commands::healthcheck`] (`valv healthcheck`, the container's health probe).
 //!
 //! Dependencies point one way: `http` → `keys` → `storage`, and `app` → `keys`,
 //! `config`; nothing below `http` imports it.

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use valv::app::{dev_key_notice, exposure_warning, App, KeySource};
 #[cfg(feature = "dev-keyvault")]
 use valv::cli::DevKeyvaultArgs;
-use valv::cli::{Cli, Command, EncryptionCommand};
+use valv::cli::{Cli, Command, EncryptionCommand, HealthcheckArgs};
 use valv::config::{Config, LogFormat};
 use valv::tls::{reload::Reloader, ServerTls, Sources, TlsFiles};
 
@@ -69,6 +69,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "dev-keyvault")]
         Command::DevKeyvault(args) => runtime.block_on(dev_keyvault(args)),
         Command::Encryption(command) => runtime.block_on(encryption(command)),
+        Command::Healthcheck(args) => runtime.block_on(healthcheck(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -286,6 +287,19 @@ fn open_file_room(max_connections: usize) {
              raise it or lower server.max_connections"
         );
     }
+}
+
+/// `valv healthcheck`: the answer's first line on stdout when ready; otherwise the
+/// reason (and exit status 1), which docker keeps in the container's health log.
+async fn healthcheck(args: HealthcheckArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use valv::commands::healthcheck::{probe, run};
+    let probe = probe(&args, &|k| std::env::var(k).ok())?;
+    let timeout = std::time::Duration::from_secs(args.timeout.max(1));
+    let line = run(&probe, timeout).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: {line}", probe.url)?;
+    out.flush()?;
+    Ok(())
 }
 
 /// `valv dev-keyvault`: the fake Key Vault until SIGINT or SIGTERM.

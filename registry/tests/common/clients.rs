@@ -156,6 +156,11 @@ impl Docker {
         }
     }
 
+    /// The CLI's path or name, for a script that runs docker itself.
+    pub fn bin(&self) -> &str {
+        &self.bin
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.args(args)
