@@ -14,7 +14,7 @@
 # which binary).
 #
 # Environment:
-#   VALV_FUZZ_BUDGET=SECS      seconds per target (default 20; --budget wins)
+#   VALV_FUZZ_BUDGET=SECS      seconds per target (default 15; --budget wins)
 #   VALV_FUZZ_TARGET_DIR=DIR   cargo target dir of the fuzz build (default fuzz/target);
 #                              the growing run corpus is kept under it, in corpus/<target>
 #   VALV_FUZZ_ARTIFACTS=DIR    where crash inputs and logs go (default fuzz/artifacts)
@@ -24,7 +24,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FUZZ="$ROOT/fuzz"
-BUDGET="${VALV_FUZZ_BUDGET:-20}"
+BUDGET="${VALV_FUZZ_BUDGET:-15}"
 TARGET_DIR="${VALV_FUZZ_TARGET_DIR:-$FUZZ/target}"
 ARTIFACTS="${VALV_FUZZ_ARTIFACTS:-$FUZZ/artifacts}"
 SANITIZER="${VALV_FUZZ_SANITIZER:-address}"
