@@ -277,8 +277,8 @@ pub(crate) async fn unwrap_all(
             doc.version
         )));
     }
+    let active = check_generations(&doc, sequence)?;
     let mut keys = BTreeMap::new();
-    let mut active = None;
     for g in &doc.generations {
         if g.algorithm != ALG_RSA_OAEP_256 {
             return Err(corrupt(format!(
@@ -289,11 +289,7 @@ pub(crate) async fn unwrap_all(
         let secret = unwrap_generation(kek, g, sequence).await?;
         let key = Key32::from_slice(secret.expose()).map_err(|_| StoreError::Integrity)?;
         keys.insert(g.generation, Arc::new(key));
-        if g.state == GenerationState::Active {
-            active = Some(g.generation);
-        }
     }
-    let active = active.ok_or_else(|| corrupt("no active registry-key generation".into()))?;
     Ok(LoadedKeyring {
         ids: KeyringIds::parse(&doc, sequence)?,
         doc,
@@ -301,6 +297,40 @@ pub(crate) async fn unwrap_all(
         keys,
         active,
     })
+}
+
+/// The active generation of a keyring document, after checking that its generation
+/// numbers are unique and exactly one is active.
+///
+/// Fails with `Corrupt` otherwise. Without this a document listing one generation twice
+/// loaded with the later entry's key under that number (the earlier one silently
+/// dropped), and of several active generations the last won; the `keyring` fuzz target
+/// found the first.
+fn check_generations(doc: &KeyringDoc, sequence: u64) -> Result<u32> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: format!("keyring/{sequence:020}"),
+        reason,
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut active = None;
+    for g in &doc.generations {
+        if !seen.insert(g.generation) {
+            return Err(corrupt(format!(
+                "registry-key generation {} is listed twice",
+                g.generation
+            )));
+        }
+        if g.state == GenerationState::Active {
+            if let Some(first) = active {
+                return Err(corrupt(format!(
+                    "generations {first} and {} are both active",
+                    g.generation
+                )));
+            }
+            active = Some(g.generation);
+        }
+    }
+    active.ok_or_else(|| corrupt("no active registry-key generation".into()))
 }
 
 /// Unwraps one generation's registry key with the exact KEK version that wrapped it.
@@ -404,4 +434,71 @@ pub async fn write_version(
             .await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+
+    fn generation(generation: u32, state: GenerationState) -> Generation {
+        Generation {
+            generation,
+            kek: "file:///keys/kek/00000000000000000000000000000001".into(),
+            algorithm: ALG_RSA_OAEP_256.into(),
+            wrapped: String::new(),
+            created: DateTime::<Utc>::UNIX_EPOCH,
+            state,
+        }
+    }
+
+    fn doc(generations: Vec<Generation>) -> KeyringDoc {
+        KeyringDoc {
+            version: 1,
+            key_id: "file:///keys/kek".into(),
+            automatic_rotation: true,
+            last_rotation: None,
+            generations,
+        }
+    }
+
+    #[test]
+    fn one_active_generation_among_unique_ones_is_accepted() {
+        let d = doc(vec![
+            generation(1, GenerationState::ReadOnly),
+            generation(2, GenerationState::Active),
+        ]);
+        assert_eq!(check_generations(&d, 1).unwrap(), 2);
+    }
+
+    /// fuzz/corpus/keyring/crash-duplicate-generation: the legitimate keyring with
+    /// generation 2 renumbered 1 loaded, with generation 1's key replaced by 2's.
+    #[test]
+    fn a_generation_listed_twice_is_corrupt() {
+        let d = doc(vec![
+            generation(1, GenerationState::ReadOnly),
+            generation(1, GenerationState::Active),
+        ]);
+        assert!(matches!(
+            check_generations(&d, 1),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn two_active_generations_or_none_are_corrupt() {
+        let two = doc(vec![
+            generation(1, GenerationState::Active),
+            generation(2, GenerationState::Active),
+        ]);
+        assert!(matches!(
+            check_generations(&two, 1),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let none = doc(vec![generation(1, GenerationState::ReadOnly)]);
+        assert!(matches!(
+            check_generations(&none, 1),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
 }

@@ -31,6 +31,21 @@ pub struct Entries {
     users: HashMap<String, Arc<str>>,
 }
 
+impl Entries {
+    /// Number of users. (With [`Entries::contains`], what the fuzz target checks a
+    /// parse against; the hashes stay private.)
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+    /// Whether `user` has an entry.
+    pub fn contains(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+}
+
 impl std::fmt::Debug for Entries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Entries")

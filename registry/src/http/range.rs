@@ -82,6 +82,12 @@ pub fn parse_content_range(value: &str) -> Result<ChunkRange, ContentRangeError>
     if end < start {
         return Err(ContentRangeError::Inverted);
     }
+    // `0-18446744073709551615` is 2^64 bytes: its length does not fit a u64 (found by
+    // the `range` fuzz target; `length()` overflowed). No client can send such a
+    // chunk, so it is as malformed as a range that does not parse.
+    if start == 0 && end == u64::MAX {
+        return Err(ContentRangeError::Malformed);
+    }
     Ok(ChunkRange { start, end })
 }
 
@@ -173,6 +179,9 @@ mod tests {
             "+1-2",
             "1 - 2x",
             "bytes */10",
+            // 2^64 bytes: the length would overflow (fuzz/corpus/range/crash-length-overflow).
+            "0-18446744073709551615",
+            "bytes=0-18446744073709551615",
         ] {
             assert_eq!(
                 parse_content_range(v),
@@ -180,6 +189,14 @@ mod tests {
                 "{v:?}"
             );
         }
+    }
+
+    #[test]
+    fn content_range_lengths_never_overflow() {
+        let r = parse_content_range("1-18446744073709551615").expect("parses");
+        assert_eq!(r.length(), u64::MAX);
+        let r = parse_content_range("18446744073709551615-18446744073709551615").expect("parses");
+        assert_eq!(r.length(), 1);
     }
 
     #[test]
