@@ -271,6 +271,18 @@ else
 fi
 
 # ---------------------------------------------------------------------------------
+# Every fuzz target for a short budget (docs/FUZZING.md): a regression in a parser an
+# attacker can reach fails the run, its input kept under fuzz/artifacts/.
+step "fuzz targets (scripts/fuzz.sh, ${VALV_FUZZ_BUDGET:-10} s each)"
+fuzz_rc=0
+VALV_FUZZ_BUDGET="${VALV_FUZZ_BUDGET:-10}" "$ROOT/scripts/fuzz.sh" || fuzz_rc=$?
+if ((fuzz_rc == 0)); then
+    step_done fuzz "0 crashes"
+else
+    step_done fuzz "FAILED (exit $fuzz_rc)"
+fi
+
+# ---------------------------------------------------------------------------------
 printf '\n==> summary\n'
 printf '%s\n' "${SUMMARY[@]}"
 printf '%-28s %5ss\n' total "$(($(date +%s) - START))"
@@ -280,6 +292,10 @@ if ((test_rc != 0)); then
 fi
 if ((lint_rc != 0)); then
     echo "scripts/test.sh: FAILED (format or lints)" >&2
+    exit 1
+fi
+if ((fuzz_rc != 0)); then
+    echo "scripts/test.sh: FAILED (fuzzing)" >&2
     exit 1
 fi
 echo "scripts/test.sh: OK"
