@@ -7,6 +7,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, Url};
 use thiserror::Error;
 
+use super::causes;
 use crate::cli::{AdminArgs, EncryptionCommand};
 
 /// The whole exchange may take this long (a rotation is a few vault calls).
@@ -33,19 +34,6 @@ pub enum ClientError {
     /// The server answered with an error status; `message` is its explanation.
     #[error("{status}: {message}")]
     Status { status: u16, message: String },
-}
-
-/// An error and its causes, `a: b: c` (reqwest's own message omits the cause, e.g.
-/// "connection refused").
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    out
 }
 
 /// `base` (an http(s) URL, perhaps with a path prefix) joined with `path`.

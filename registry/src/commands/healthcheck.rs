@@ -17,6 +17,7 @@ use std::time::Duration;
 use reqwest::Url;
 use thiserror::Error;
 
+use super::causes;
 use crate::cli::HealthcheckArgs;
 use crate::config::{Config, ConfigError, Overrides, ServerConfig};
 
@@ -176,19 +177,6 @@ pub async fn run(probe: &Probe, timeout: Duration) -> Result<String, HealthError
             body: line,
         })
     }
-}
-
-/// An error and its causes, `a: b: c` (reqwest's own message omits e.g. "connection
-/// refused").
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    out
 }
 
 #[cfg(test)]
