@@ -170,6 +170,21 @@ else
 fi
 
 # ---------------------------------------------------------------------------------
+# deny.toml: permissive licenses only, no new duplicate versions, crates from the
+# registry only (advisories need a database this network cannot fetch).
+step "dependencies (cargo deny check licenses bans sources)"
+if ! cargo deny --version >/dev/null 2>&1; then
+    echo "cargo-deny not found; installing it from the crate registry"
+    cargo install --locked --quiet cargo-deny
+fi
+if cargo deny --log-level error check licenses bans sources; then
+    step_done deny "licenses, bans and sources clean"
+else
+    lint_rc=1
+    step_done deny "FAILED"
+fi
+
+# ---------------------------------------------------------------------------------
 # Short path: the unix sockets live under it (108-byte limit on socket paths).
 T=$(mktemp -d /tmp/valv-t.XXXXXX)
 export DOCKER_CONFIG="$T/docker-config"
@@ -291,7 +306,7 @@ if ((test_rc != 0)); then
     exit "$test_rc"
 fi
 if ((lint_rc != 0)); then
-    echo "scripts/test.sh: FAILED (format or lints)" >&2
+    echo "scripts/test.sh: FAILED (format, lints or dependencies)" >&2
     exit 1
 fi
 if ((fuzz_rc != 0)); then
