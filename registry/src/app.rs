@@ -137,12 +137,13 @@ impl App {
         ));
         let (backend, url) = open_objects(config, &data_dir)?;
         backend.probe(&url).await.map_err(start_error)?;
+        let settings = Settings::from_config(config);
         let store_config = storage::StoreConfig {
             reference_cache_ttl: std::time::Duration::from_millis(config.storage.tag_cache_ttl_ms),
             max_parts_in_flight: config.storage.parts_in_flight,
             write_buffer_bytes: usize::try_from(config.storage.write_buffer_mib << 20)
                 .unwrap_or(usize::MAX),
-            max_blob_bytes: Some(config.storage.max_blob_bytes).filter(|&n| n > 0),
+            max_blob_bytes: settings.max_blob_bytes,
             ..storage::StoreConfig::default()
         };
         let store = Store::open_with(backend, kek, &key_id, store_config).await?;
@@ -152,7 +153,7 @@ impl App {
         key_status.record_probe_success();
         let app = App {
             store,
-            settings: Settings::from_config(config),
+            settings,
             key_id,
             key_status,
             watch: WatchSettings::from_config(config),

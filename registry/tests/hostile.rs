@@ -325,6 +325,21 @@ async fn slow_heads_and_trickled_or_stalled_bodies_hold_only_themselves() {
     }
 }
 
+/// `data` as a body of 64 KiB chunks with no declared length (chunked transfer).
+fn streamed(data: &[u8]) -> reqwest::Body {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        data.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    reqwest::Body::wrap_stream(futures::stream::iter(chunks))
+}
+
+/// A raw answer is the blob limit's 413 `SIZE_INVALID`.
+fn assert_too_large(answer: &str) {
+    assert!(
+        answer.starts_with("HTTP/1.1 413") && answer.contains("SIZE_INVALID"),
+        "{answer}"
+    );
+}
+
 /// Starts a session in `repo` with `data` as its first chunk; returns its path.
 async fn session_with(valv: &Valv, repo: &str, data: &[u8]) -> String {
     let http = client();
@@ -382,19 +397,11 @@ async fn blobs_past_the_size_limit_are_refused_and_nothing_of_them_is_kept() {
         "Content-Length: 1048577\r\n",
     )
     .await;
-    assert!(
-        answer.starts_with("HTTP/1.1 413") && answer.contains("SIZE_INVALID"),
-        "{answer}"
-    );
+    assert_too_large(&answer);
     // Streamed without a length (chunked transfer): cut at the limit.
-    let stream = futures::stream::iter(
-        big.chunks(64 * 1024)
-            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
-            .collect::<Vec<_>>(),
-    );
     let r = http
         .post(valv.url(&format!("/v2/big/app/blobs/uploads/?digest={digest}")))
-        .body(reqwest::Body::wrap_stream(stream))
+        .body(streamed(&big))
         .send()
         .await
         .expect("streamed push");
@@ -412,20 +419,11 @@ async fn blobs_past_the_size_limit_are_refused_and_nothing_of_them_is_kept() {
         "Content-Range: 600000-1048576\r\nContent-Length: 448577\r\n",
     )
     .await;
-    assert!(
-        answer.starts_with("HTTP/1.1 413") && answer.contains("SIZE_INVALID"),
-        "{answer}"
-    );
+    assert_too_large(&answer);
     // A streamed chunk (no declared length) that passes it is cut by the store.
-    let rest = futures::stream::iter(
-        big[600_000..]
-            .chunks(64 * 1024)
-            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
-            .collect::<Vec<_>>(),
-    );
     let r = http
         .patch(valv.url(&at))
-        .body(reqwest::Body::wrap_stream(rest))
+        .body(streamed(&big[600_000..]))
         .send()
         .await
         .expect("streamed patch");
