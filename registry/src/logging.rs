@@ -3,26 +3,27 @@
 //! scripts and the test harness wait for).
 //!
 //! `json` writes one object per line: `timestamp` (RFC 3339, UTC), `level`, `target`,
-//! `message`, the event's fields beside them, and `span` (the request span's
-//! `request_id`) for every event logged while a request is handled
-//! ([`crate::http::access`]).
+//! `message`, the event's fields beside them, and `span` (`{"request_id":…,"name":
+//! "request"}`) for every event logged while a request is handled
+//! ([`crate::http::access`]); [`lines`] writes both shapes.
 //!
 //! `RUST_LOG` of targets and levels (`info`, `warn,valv::access=info`) is applied by a
-//! static filter: every request enters and leaves its span, and that filter costs
-//! nothing there. A directive naming spans or fields (`[request{…}]`) needs
-//! `EnvFilter`'s span matching, which is used for it.
+//! static filter, which costs a level comparison per event. A directive naming spans or
+//! fields (`[request{…}]`) needs `EnvFilter`'s span matching, which is used for it, and
+//! then each request is served inside a real `request` span for it to match.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::LogFormat;
 use crate::telemetry::ExportLayer;
+
+mod lines;
 
 /// Set when `RUST_LOG` names spans: whether an event is on may then depend on the span
 /// it is in, and a check made outside the request span must be made again inside it.
@@ -63,37 +64,18 @@ pub fn init(format: LogFormat, export: Option<ExportLayer>) {
         None => tracing_subscriber::registry()
             .with(targets)
             .with(spans)
-            .with(lines(format))
+            .with(lines::layer(format))
             .init(),
         Some(export) => {
             let registry = tracing_subscriber::registry().with(export);
             match (targets, spans) {
-                (Some(targets), _) => registry.with(lines(format).with_filter(targets)).init(),
-                (None, spans) => registry.with(lines(format).with_filter(spans)).init(),
+                (Some(targets), _) => registry
+                    .with(lines::layer(format).with_filter(targets))
+                    .init(),
+                (None, spans) => registry
+                    .with(lines::layer(format).with_filter(spans))
+                    .init(),
             }
         }
-    }
-}
-
-/// The layer that writes log lines to stderr in `format`.
-fn lines<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
-where
-    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
-{
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    match format {
-        // Colour only for a terminal: journald and log files get plain text.
-        LogFormat::Text => fmt
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .boxed(),
-        // Fields beside the message rather than under "fields", and the innermost
-        // span only (the request span; nothing nests deeper today).
-        LogFormat::Json => fmt
-            .json()
-            .with_ansi(false)
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .boxed(),
     }
 }

@@ -11,8 +11,8 @@
 //! ones by a layer that sees only them. No log filter short of `trace` shows them, and
 //! without an endpoint that layer is not installed, so they are never created and cost
 //! a disabled-callsite check each; the SERVER span is made only when spans are exported
-//! ([`on`]). The log's own request span (with the request id) sits between the SERVER
-//! span and the CLIENT spans, invisible to the exporter.
+//! ([`on`]). The log's request id is not a span ([`crate::http::access`]), so the CLIENT
+//! spans are the SERVER span's children.
 //!
 //! Export is batched on a thread of the exporter's own, so a slow or absent collector
 //! never holds up a request; what is queued when the process stops is flushed
@@ -158,7 +158,7 @@ mod otlp {
             .with_location(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
-            // Spans only: the request span and the CLIENT spans under TARGET. Events
+            // Spans only: the SERVER and CLIENT spans under TARGET. Events
             // (log lines) stay in the log.
             .with_filter(tracing_subscriber::filter::filter_fn(|m| {
                 m.is_span() && m.target() == TARGET

@@ -1,5 +1,5 @@
-//! Request ids and the access log: every request runs inside a span carrying its id
-//! (so any event logged while it is handled names it), ends with one line at INFO on
+//! Request ids and the access log: every request is served with its id as a task-local
+//! value (so any event logged while it is handled names it), ends with one line at INFO on
 //! the target `valv::access`, and answers with the id in `X-Request-Id`, errors and
 //! refusals included.
 //!
@@ -9,10 +9,9 @@
 //! the response bytes, the duration and a verified client-certificate subject. No
 //! header value except the request id, and no body.
 //!
-//! When traces are exported ([`crate::telemetry`]) the request span has a parent, the
-//! trace's SERVER span (name, kind, method, route, status, request id), which takes the
-//! client's `traceparent` as its own parent and stays open until the response body has
-//! been sent.
+//! When traces are exported ([`crate::telemetry`]) the request is the trace's SERVER
+//! span (name, kind, method, route, status, request id), which takes the client's
+//! `traceparent` as its parent and stays open until the response body has been sent.
 
 use std::future::Future;
 use std::io;
@@ -20,7 +19,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt as _;
@@ -36,6 +35,23 @@ use crate::telemetry;
 
 /// The request id header, read from the client and always sent back.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Each byte's two hex digits, for generated ids.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    let digits = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        pairs[i] = [digits[i >> 4], digits[i & 0xf]];
+        i += 1;
+    }
+    pairs
+};
+
+thread_local! {
+    /// Room for this thread's next generated ids, each a slice of one shared buffer.
+    static ID_BLOCK: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
 
 /// The longest client-sent id kept; a longer one is replaced.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
@@ -83,13 +99,21 @@ impl RequestId {
         });
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut hex = [0u8; 32];
-        let digits = (u128::from(prefix) << 64) | u128::from(n);
-        for (i, out) in hex.iter_mut().enumerate() {
-            let nibble = (digits >> (124 - 4 * i)) & 0xf;
-            *out = b"0123456789abcdef"[nibble as usize];
+        let digits = (u128::from(prefix) << 64 | u128::from(n)).to_be_bytes();
+        for (out, byte) in hex.chunks_exact_mut(2).zip(digits) {
+            out.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
         }
+        // Split off a block that many ids share: one allocation per 64 of them.
+        let bytes = ID_BLOCK.with(|block| {
+            let mut block = block.borrow_mut();
+            if block.capacity() - block.len() < hex.len() {
+                *block = BytesMut::with_capacity(64 * hex.len());
+            }
+            block.extend_from_slice(&hex);
+            block.split().freeze()
+        });
         // 32 hex digits are a valid header value.
-        RequestId(HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&hex)).expect("hex digits"))
+        RequestId(HeaderValue::from_maybe_shared(bytes).expect("hex digits"))
     }
 
     pub fn as_str(&self) -> &str {
@@ -109,17 +133,38 @@ pub fn enabled() -> bool {
     tracing::enabled!(target: "valv::access", tracing::Level::INFO)
 }
 
-/// Serves `req` with `serve` inside the request's span, then sets `X-Request-Id` on the
+tokio::task_local! {
+    /// The id of the request this task is serving, which every log line written while
+    /// it is served names ([`crate::logging`]).
+    static CURRENT: RequestId;
+}
+
+/// `f` of the id of the request this task is serving, if it is serving one.
+pub fn current_id<R>(f: impl FnOnce(&str) -> R) -> Option<R> {
+    CURRENT.try_with(|id| f(id.as_str())).ok()
+}
+
+/// `f`, run as the request `id`: log lines written while it is polled name the id.
+pub fn serving<F: Future>(
+    id: RequestId,
+    f: F,
+) -> tokio::task::futures::TaskLocalFuture<RequestId, F> {
+    CURRENT.scope(id, f)
+}
+
+/// Serves `req` with `serve` as the request of its id, then sets `X-Request-Id` on the
 /// response and writes the access line.
 ///
-/// The span is at ERROR level so that it is enabled whenever any event is: under
-/// `RUST_LOG=warn` a warning inside a request still names its request id.
+/// The id is a task-local value while the request is served, not a span: a line
+/// written inside names it, and nothing is formatted unless a line is written. Only a
+/// `RUST_LOG` that names the `request` span (`[request]=info`) makes one, at ERROR level
+/// so that it is enabled whenever any event is.
 /// The duration runs from `started` until the response head is ready; a streamed body
 /// (a blob) continues after it.
 ///
 /// What this costs per request when the access line is off (`RUST_LOG=warn`): the id
-/// (a reference count, or one small allocation for a new one), the span, and a
-/// reference count on the URI; nothing is formatted.
+/// (a reference count, or one small allocation for a new one), its header, and a swap
+/// of the task-local on each poll; nothing is formatted.
 pub async fn logged<B, F, Fut>(
     conn: &Connection,
     started: Instant,
@@ -131,71 +176,94 @@ where
     Fut: Future<Output = Response<Body>>,
 {
     let id = RequestId::for_request(req.headers());
-    // With traces on, the request span's parent is the trace's SERVER span; the log
-    // never shows that one (it is at TRACE), so access lines look the same either way.
+    // With traces on, the trace's SERVER span is the request's; the log never shows it
+    // (it is at TRACE), so access lines look the same either way.
     let server = telemetry::on().then(|| server_span(&id, &req));
-    let span = match &server {
+    let span = crate::logging::span_filtered().then(|| match &server {
         Some(server) => tracing::error_span!(parent: server, "request", request_id = %id),
         None => tracing::error_span!("request", request_id = %id),
-    };
+    });
     let method = req.method().clone();
     let version = req.version();
-    let uri = req.uri().clone();
+    // The path, for the access line only (a clone and a drop of the URI otherwise).
+    let uri = (enabled() || span.is_some()).then(|| req.uri().clone());
     // Boxed: the handler's future is a few kilobytes, and moved by value it would be
-    // copied on its way in here and again into the span's wrapper.
-    let mut served = Box::pin(serve(req)).instrument(span);
+    // copied on its way in here and again into the wrappers.
+    let served = Box::pin(serve(req));
+    let request_span = span.clone();
+    let mut scoped = std::pin::pin!(serving(id, async move {
+        let mut resp = match &span {
+            Some(span) => served.instrument(span.clone()).await,
+            None => served.await,
+        };
+        let subject = resp.extensions_mut().remove::<Subject>();
+        // A `RUST_LOG` naming the request span enables the line only inside it; any
+        // other filter answers the same inside and out.
+        let in_span = |f: &mut dyn FnMut()| match &span {
+            Some(span) => span.in_scope(f),
+            None => f(),
+        };
+        let mut on = enabled();
+        if !on && span.is_some() {
+            in_span(&mut || on = enabled());
+        }
+        if on {
+            let bytes = resp
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .or_else(|| resp.body().size_hint().exact());
+            let path = uri.as_ref().map_or("-", |uri| uri.path());
+            in_span(&mut || {
+                current_id(|id| {
+                    tracing::info!(
+                        target: "valv::access",
+                        // Display, not Debug: text lines show them unquoted.
+                        request_id = %id,
+                        %method,
+                        route = %routes::template(path).unwrap_or("-"),
+                        %path,
+                        ?version,
+                        status = resp.status().as_u16(),
+                        subject = %subject.as_ref().map_or("-", |s| s.0.as_str()),
+                        bytes = bytes.unwrap_or(0),
+                        // Whole microseconds, so the number prints short (0.23, not
+                        // 0.2300000001).
+                        duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
+                        client = conn.client_subject.as_deref(),
+                        "request"
+                    )
+                });
+            });
+        }
+        resp
+    }));
     let mut resp = match &server {
-        Some(server) => (&mut served).instrument(server.clone()).await,
-        None => (&mut served).await,
+        Some(server) => scoped.as_mut().instrument(server.clone()).await,
+        None => scoped.as_mut().await,
     };
-    let span = served.span();
-    let subject = resp.extensions_mut().remove::<Subject>();
-    // A `RUST_LOG` naming the request span (`[request]=info`) enables the line only
-    // inside it; any other filter answers the same inside and out.
-    if enabled() || (crate::logging::span_filtered() && span.in_scope(enabled)) {
-        let bytes = resp
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .or_else(|| resp.body().size_hint().exact());
-        let path = uri.path();
-        span.in_scope(|| {
-            tracing::info!(
-                target: "valv::access",
-                // Display, not Debug: text lines show them unquoted.
-                request_id = %id.as_str(),
-                %method,
-                route = %routes::template(path).unwrap_or("-"),
-                %path,
-                ?version,
-                status = resp.status().as_u16(),
-                subject = %subject.as_ref().map_or("-", |s| s.0.as_str()),
-                bytes = bytes.unwrap_or(0),
-                // Whole microseconds, so the number prints short (0.23, not 0.2300000001).
-                duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
-                client = conn.client_subject.as_deref(),
-                "request"
-            )
-        });
-    }
-    resp.headers_mut().insert(X_REQUEST_ID, id.0);
+    let id = scoped
+        .take_value()
+        .expect("the id is taken once, after the request");
     if let Some(server) = server {
         let status = resp.status();
         server.record("http.response.status_code", status.as_u16());
         if status.is_server_error() {
             server.record("otel.status_code", "error");
         }
-        let request = span.clone();
+        let id = id.clone();
         resp = resp.map(|body| {
             InSpan {
                 body,
                 server,
-                request,
+                request: request_span,
+                id,
             }
             .boxed_unsync()
         });
     }
+    resp.headers_mut().insert(X_REQUEST_ID, id.0);
     resp
 }
 
@@ -221,12 +289,14 @@ fn server_span<B>(id: &RequestId, req: &Request<B>) -> Span {
     span
 }
 
-/// A response body polled inside the request's spans, which it holds open until the
-/// body is done: a streamed blob's reads are part of the request's trace.
+/// A response body polled inside the request's spans and as its request, which it
+/// holds open until the body is done: a streamed blob's reads are part of the
+/// request's trace, and what they log names the request.
 struct InSpan {
     body: Body,
     server: Span,
-    request: Span,
+    request: Option<Span>,
+    id: RequestId,
 }
 
 impl hyper::body::Body for InSpan {
@@ -239,8 +309,9 @@ impl hyper::body::Body for InSpan {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
         let _server = this.server.enter();
-        let _request = this.request.enter();
-        Pin::new(&mut this.body).poll_frame(cx)
+        let _request = this.request.as_ref().map(Span::enter);
+        let body = &mut this.body;
+        CURRENT.sync_scope(this.id.clone(), || Pin::new(body).poll_frame(cx))
     }
 
     fn is_end_stream(&self) -> bool {

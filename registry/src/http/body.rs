@@ -110,7 +110,9 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 #[derive(Debug)]
 pub struct RequestBody {
     inner: Incoming,
-    read: Arc<ReadState>,
+    /// `None` for a request that came with no body: nothing to track (and no
+    /// allocation for most requests).
+    read: Option<Arc<ReadState>>,
     idle: Duration,
     /// Armed on the first wait for a frame; `moved` says a frame came since.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -126,25 +128,31 @@ struct ReadState {
 /// Whether a [`RequestBody`] was read to its end, kept by the server while the
 /// handler has the body.
 #[derive(Debug)]
-pub struct BodyEnd(Arc<ReadState>);
+pub struct BodyEnd(Option<Arc<ReadState>>);
 
 impl BodyEnd {
     /// True when the request carried a body that was not read to its end.
     pub fn unread(&self) -> bool {
-        !self.0.to_end.load(Ordering::Acquire)
+        self.0
+            .as_ref()
+            .is_some_and(|read| !read.to_end.load(Ordering::Acquire))
     }
 
     /// Bytes of the body read so far.
     pub fn bytes_read(&self) -> u64 {
-        self.0.bytes.load(Ordering::Relaxed)
+        self.0
+            .as_ref()
+            .map_or(0, |read| read.bytes.load(Ordering::Relaxed))
     }
 }
 
 impl RequestBody {
     pub fn new(inner: Incoming, idle: Duration) -> (Self, BodyEnd) {
-        let read = Arc::new(ReadState {
-            to_end: AtomicBool::new(hyper::body::Body::is_end_stream(&inner)),
-            bytes: AtomicU64::new(0),
+        let read = (!hyper::body::Body::is_end_stream(&inner)).then(|| {
+            Arc::new(ReadState {
+                to_end: AtomicBool::new(false),
+                bytes: AtomicU64::new(0),
+            })
         });
         let end = BodyEnd(read.clone());
         let body = RequestBody {
@@ -189,15 +197,16 @@ impl hyper::body::Body for RequestBody {
                 Poll::Ready(frame.map(|f| f.map_err(BodyError::Read)))
             }
         };
+        let Some(read) = &self.read else {
+            return polled;
+        };
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
-                self.read
-                    .bytes
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                read.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
             }
         }
         if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
-            self.read.to_end.store(true, Ordering::Release);
+            read.to_end.store(true, Ordering::Release);
         }
         polled
     }

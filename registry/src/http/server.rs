@@ -35,6 +35,13 @@ use crate::http::routes::{route, RouteError};
 use crate::tls::{Negotiated, ServerTls};
 use crate::{API_VERSION, API_VERSION_HEADER};
 
+/// Made once, at compile time: `from_static` outside a constant checks the name on
+/// every call (~220 instructions a request).
+const API_VERSION_NAME: HeaderName = HeaderName::from_static(API_VERSION_HEADER);
+
+/// The header count hyper's HTTP/1 parser admits when none is set.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// Serves `listener` until `shutdown` completes, then stops accepting, lets in-flight
 /// requests finish for up to the configured grace period, and cuts what remains.
 /// Cutting is safe: a blob or manifest is committed by one atomic put in the store, so
@@ -202,8 +209,13 @@ async fn serve_http<I>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .max_buf_size(max_header_bytes)
-        .max_headers(max_headers);
+        .max_buf_size(max_header_bytes);
+    // hyper's own limit is the default of 100 headers, parsed into arrays on the stack.
+    // Set explicitly, the limit makes it build both arrays on the heap for every
+    // request, element by element (~1,700 instructions, 6 % of a cached manifest GET).
+    if max_headers != HYPER_MAX_HEADERS {
+        builder.http1().max_headers(max_headers);
+    }
     builder.http2().timer(TokioTimer::new());
     // ALPN decided; only a TLS client that offered no ALPN leaves it to detection.
     let builder = match protocol {
@@ -214,6 +226,8 @@ async fn serve_http<I>(
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
+        // The connection first, the stop signal second: no random draw per poll.
+        biased;
         res = conn.as_mut() => {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "connection ended with an error");
@@ -230,7 +244,7 @@ async fn serve_http<I>(
     }
 }
 
-/// One request, logged: its id, span and access line are [`access::logged`]'s.
+/// One request, logged: its id and access line are [`access::logged`]'s.
 async fn serve_request(app: &App, conn: &Connection, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     access::logged(conn, started, req, |req| respond(app, conn, started, req)).await
@@ -257,10 +271,8 @@ async fn respond(
         },
         Err(e) => error_response(route_error(e)),
     };
-    resp.headers_mut().insert(
-        HeaderName::from_static(API_VERSION_HEADER),
-        HeaderValue::from_static(API_VERSION),
-    );
+    resp.headers_mut()
+        .insert(API_VERSION_NAME, HeaderValue::from_static(API_VERSION));
     if body_end.unread() && version < http::Version::HTTP_2 {
         // hyper closes an HTTP/1 connection whose request body was left unread; saying
         // so keeps the client from reusing it for its next request (RFC 9112 §9.6).
