@@ -5,7 +5,7 @@
 # traces built in, in the configurations of bench/observability.sh plus RUST_LOG=off
 # (no log at all, so no request span either).
 #
-#   bench/observability-instructions.sh [REQUESTS]     (default 2000)
+#   bench/observability-instructions.sh [REQUESTS]     (default 10000)
 #
 # Each configuration runs twice under `valgrind --tool=callgrind`: once with no request
 # (start and stop) and once with REQUESTS sequential GETs of one small manifest over
@@ -15,7 +15,7 @@
 # bench/observability.sh once first (it builds both binaries). Only 127.0.0.1.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-N=${1:-2000}
+N=${1:-10000}
 BASE_REV=${BASE_REV:-5e5f188}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 CURRENT=$TARGET/bench-otlp/release/valv
@@ -91,13 +91,15 @@ instructions() {
 printf '| configuration | instructions per manifest GET | vs baseline |\n|---|---|---|\n'
 declare -A base
 for level in warn info off; do
-    for who in baseline current traced; do
-        [[ $who == traced && $level == off ]] && continue
-        bin=$CURRENT extra=()
+    for who in baseline current traced sampled; do
+        [[ $who == traced* || $who == sampled ]] && [[ $level == off ]] && continue
+        bin=$CURRENT extra=() ratio=1
         [[ $who == baseline ]] && bin=$BASELINE
-        [[ $who == traced ]] && extra=(--otlp-endpoint http://127.0.0.1:9)
-        idle=$(instructions "$who-$level" "$bin" "$level" 0 "${extra[@]}")
-        busy=$(instructions "$who-$level" "$bin" "$level" "$N" "${extra[@]}")
+        [[ $who == traced || $who == sampled ]] && extra=(--otlp-endpoint http://127.0.0.1:9)
+        # sampled: traces on, 1 % of requests traced (telemetry.sample_ratio).
+        [[ $who == sampled ]] && ratio=0.01
+        idle=$(VALV_OTLP_SAMPLE_RATIO=$ratio instructions "$who-$level" "$bin" "$level" 0 "${extra[@]}")
+        busy=$(VALV_OTLP_SAMPLE_RATIO=$ratio instructions "$who-$level" "$bin" "$level" "$N" "${extra[@]}")
         per=$(((busy - idle) / N))
         [[ $who == baseline ]] && base[$level]=$per
         ratio=$(python3 -c "print(f'{$per / ${base[$level]}:.3f}x')")

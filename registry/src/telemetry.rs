@@ -18,18 +18,96 @@
 //! never holds up a request; what is queued when the process stops is flushed
 //! ([`Tracing::shutdown`], bounded).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::config::TelemetryConfig;
 
 /// The target of the CLIENT spans (object store, key vault).
 pub use storage::backend::TRACE_TARGET as TARGET;
 
+/// The name of a request's SERVER span (its OpenTelemetry name is `otel.name`).
+pub const SERVER_SPAN: &str = "server";
+
 static ON: AtomicBool = AtomicBool::new(false);
 
 /// Whether spans are exported: a collector is configured and the exporter started.
 pub fn on() -> bool {
     ON.load(Ordering::Relaxed)
+}
+
+/// A constant, so that looking it up hashes a known name rather than parsing a string.
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
+/// `telemetry.sample_ratio` as a threshold on a uniform 64-bit draw: a request is
+/// traced when its draw is below it (`u64::MAX`: every request).
+static SAMPLE_BELOW: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Whether to trace a request with `headers`: the client's decision when its
+/// `traceparent` makes one (the sampled flag), else a draw against
+/// `telemetry.sample_ratio`. A request not traced makes no span at all, so costs
+/// nothing of the exporter's.
+pub fn sampled(headers: &http::HeaderMap) -> bool {
+    if let Some(decided) = headers
+        .get(TRACEPARENT)
+        .and_then(|v| traceparent_sampled(v.as_bytes()))
+    {
+        return decided;
+    }
+    let below = SAMPLE_BELOW.load(Ordering::Relaxed);
+    below == u64::MAX || draw() < below
+}
+
+/// The sampled flag of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), or
+/// `None` when the header is not one (which leaves the decision to valv).
+fn traceparent_sampled(v: &[u8]) -> Option<bool> {
+    let hex = |b: &[u8]| !b.is_empty() && b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let (version, trace, parent, flags) =
+        (v.get(0..2)?, v.get(3..35)?, v.get(36..52)?, v.get(53..55)?);
+    let dashes = v.get(2) == Some(&b'-') && v.get(35) == Some(&b'-') && v.get(52) == Some(&b'-');
+    // Version ff is forbidden; later versions may append fields after a dash.
+    let tail_ok = v.len() == 55 || (version != b"00" && v.get(55) == Some(&b'-'));
+    let zero = |b: &[u8]| b.iter().all(|&c| c == b'0');
+    if !(dashes
+        && tail_ok
+        && hex(version)
+        && version != b"ff"
+        && hex(trace)
+        && hex(parent)
+        && hex(flags))
+        || zero(trace)
+        || zero(parent)
+    {
+        return None;
+    }
+    let flags = u8::from_str_radix(std::str::from_utf8(flags).ok()?, 16).ok()?;
+    Some(flags & 1 == 1)
+}
+
+/// A uniform 64-bit draw from this thread's generator (SplitMix64, seeded once per
+/// thread from the OS): a sampling decision is not a secret, and a system call per
+/// request would cost more than the decision saves.
+fn draw() -> u64 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut seed = [0u8; 8];
+            // Without OS randomness the clock seeds it: still a spread of decisions,
+            // which is all sampling needs.
+            if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed).is_err() {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                seed = (now.unwrap_or_default().as_nanos() as u64).to_le_bytes();
+            }
+            u64::from_le_bytes(seed)
+        });
+    }
+    STATE.with(|state| {
+        let next = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        state.set(next);
+        let mut z = next;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
 }
 
 /// The running exporter (or none). [`Tracing::shutdown`] flushes it.
@@ -70,6 +148,14 @@ pub fn start(config: &TelemetryConfig) -> Result<(Option<ExportLayer>, Tracing),
     let Some(endpoint) = &config.otlp_endpoint else {
         return Ok((None, Tracing::default()));
     };
+    let ratio = config.sample_ratio.0.clamp(0.0, 1.0);
+    // 2^64 × ratio, saturating: 1.0 is every request.
+    let below = if ratio >= 1.0 {
+        u64::MAX
+    } else {
+        (ratio * 2f64.powi(64)) as u64
+    };
+    SAMPLE_BELOW.store(below, Ordering::Relaxed);
     #[cfg(feature = "otlp")]
     {
         let (layer, provider) = otlp::start(&traces_url(endpoint), &config.service_name)?;
@@ -124,10 +210,11 @@ mod otlp {
     use opentelemetry_sdk::propagation::TraceContextPropagator;
     use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
     use opentelemetry_sdk::Resource;
+    use tracing::subscriber::Interest;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     use tracing_subscriber::Layer as _;
 
-    use super::{ExportLayer, TARGET};
+    use super::{ExportLayer, SERVER_SPAN, TARGET};
 
     pub(super) fn start(
         url: &str,
@@ -159,10 +246,28 @@ mod otlp {
             .with_threads(false)
             .with_tracked_inactivity(false)
             // Spans only: the SERVER and CLIENT spans under TARGET. Events
-            // (log lines) stay in the log.
-            .with_filter(tracing_subscriber::filter::filter_fn(|m| {
-                m.is_span() && m.target() == TARGET
-            }))
+            // (log lines) stay in the log. A CLIENT span inside a request that is not
+            // traced (no SERVER span above it) is not made: it would be a root of its
+            // own. Outside requests (the key watcher's probes) CLIENT spans are roots.
+            .with_filter(
+                tracing_subscriber::filter::DynFilterFn::new(|m, cx| {
+                    m.is_span()
+                        && m.target() == TARGET
+                        && (m.name() == SERVER_SPAN
+                            || cx.lookup_current().is_some()
+                            || crate::http::access::current_id(|_| ()).is_none())
+                })
+                // Decided per call site for everything else, once: any other call
+                // site stays disabled for this layer (a per-call check on every log
+                // call site would cost more than the spans themselves).
+                .with_callsite_filter(|m| {
+                    if m.is_span() && m.target() == TARGET {
+                        Interest::sometimes()
+                    } else {
+                        Interest::never()
+                    }
+                }),
+            )
             .boxed();
         Ok((layer, provider))
     }
@@ -181,7 +286,7 @@ mod otlp {
     }
 
     pub(super) fn adopt_parent(span: &tracing::Span, headers: &http::HeaderMap) {
-        if !headers.contains_key("traceparent") {
+        if !headers.contains_key(super::TRACEPARENT) {
             return;
         }
         let parent = TraceContextPropagator::new().extract(&Headers(headers));

@@ -163,7 +163,13 @@ fn attr(span: &Span, key: &str) -> Option<String> {
 /// `endpoint`, its access lines captured; spans are sent only when it stops (the batch
 /// delay is an hour), so what a test receives was flushed at shutdown.
 fn start(dir: &Path, endpoint: &str) -> Valv {
+    start_with(dir, endpoint, &[])
+}
+
+/// [`start`] with more environment variables.
+fn start_with(dir: &Path, endpoint: &str, env: &[(&str, &str)]) -> Valv {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_valv"));
+    cmd.envs(env.iter().copied());
     cmd.args([
         "serve",
         "--listen",
@@ -355,6 +361,77 @@ async fn a_blob_pull_is_a_server_span_with_object_store_children_under_the_clien
         assert_eq!(attr(span, "valv.kms.provider").as_deref(), Some("local"));
         assert_eq!(attr(span, "valv.kms.outcome").as_deref(), Some("ok"));
     }
+}
+
+/// `telemetry.sample_ratio = 0`: a request is traced only when its client's
+/// `traceparent` says sampled; the others make no span at all, not even the
+/// object-store spans of a streamed blob (which would otherwise be roots of their own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_zero_sample_ratio_only_the_clients_sampled_requests_are_traced() {
+    let (receiver, addr) = Receiver::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut valv = start_with(
+        dir.path(),
+        &format!("http://{addr}"),
+        &[("VALV_OTLP_SAMPLE_RATIO", "0")],
+    );
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let digest = push_blob(&valv, "sampled/app", &data).await;
+    let len = data.len();
+    let pull = |traceparent: Option<String>| {
+        let mut req = client().get(valv.url(&format!("/v2/sampled/app/blobs/{digest}")));
+        if let Some(t) = traceparent {
+            req = req.header("traceparent", t);
+        }
+        async move {
+            let r = req.send().await.expect("pull");
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(r.bytes().await.expect("body").len(), len);
+        }
+    };
+    let sampled = "0af7651916cd43dd8448eb211c80319c";
+    let declined = "5bf92f3577b34da6a3ce929d0e0e4737";
+    pull(None).await;
+    pull(Some(format!("00-{declined}-00f067aa0ba902b7-00"))).await;
+    pull(Some(format!("00-{sampled}-b7ad6b7169203331-01"))).await;
+    // A malformed traceparent leaves the decision to valv: not traced.
+    pull(Some("00-zz-b7ad6b7169203331-01".into())).await;
+
+    let got = tokio::task::block_in_place(|| {
+        assert!(valv.terminate().success(), "valv exits cleanly");
+        receiver.wait_until("the sampled pull's server span", |c| {
+            c.spans
+                .iter()
+                .any(|r| r.span.kind == SpanKind::Server as i32)
+        })
+    });
+    let spans: Vec<&Span> = got.spans.iter().map(|r| &r.span).collect();
+    let servers: Vec<&&Span> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Server as i32)
+        .collect();
+    assert_eq!(servers.len(), 1, "only the sampled request: {spans:#?}");
+    assert_eq!(hex(&servers[0].trace_id), sampled);
+    // Every object-store span about the repository's content is the sampled pull's;
+    // the others are valv's own work outside requests (the storage probe, the keyring
+    // written at first start, the key's checks), roots of their own.
+    for span in &spans {
+        let outside = span.parent_span_id.is_empty() && span.kind == SpanKind::Client as i32;
+        let own = attr(span, "valv.object_store.path")
+            .is_some_and(|p| p.starts_with("_valv/") || p.starts_with("keyring/"))
+            || span.name.starts_with("kms.");
+        assert!(
+            hex(&span.trace_id) == sampled || (outside && own),
+            "a span of a request not traced: {span:#?}"
+        );
+    }
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "object_store.get" && s.parent_span_id == servers[0].span_id),
+        "the sampled pull's reads are under it: {spans:#?}"
+    );
+    assert!(spans.iter().all(|s| hex(&s.trace_id) != declined));
 }
 
 #[tokio::test]

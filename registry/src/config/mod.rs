@@ -53,13 +53,26 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
     /// The `service.name` of the exported spans.
     pub service_name: String,
+    /// The share of requests traced when the client's `traceparent` has not decided
+    /// (0.0 to 1.0; 1.0, the default, traces every request). A client's decision is
+    /// always kept.
+    pub sample_ratio: SampleRatio,
 }
+
+/// A share between 0.0 and 1.0 (checked when the configuration is loaded, so never
+/// NaN: equality is total).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct SampleRatio(pub f64);
+
+impl Eq for SampleRatio {}
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig {
             otlp_endpoint: None,
             service_name: "valv".to_owned(),
+            sample_ratio: SampleRatio(1.0),
         }
     }
 }
@@ -379,6 +392,7 @@ pub mod env {
     pub const LOG_FORMAT: &str = "VALV_LOG_FORMAT";
     pub const OTLP_ENDPOINT: &str = "VALV_OTLP_ENDPOINT";
     pub const OTEL_SERVICE_NAME: &str = "VALV_OTEL_SERVICE_NAME";
+    pub const OTLP_SAMPLE_RATIO: &str = "VALV_OTLP_SAMPLE_RATIO";
 }
 
 impl Config {
@@ -569,6 +583,15 @@ impl Config {
         if let Some(v) = getenv(env::OTEL_SERVICE_NAME) {
             self.telemetry.service_name = v;
         }
+        if let Some(v) = getenv(env::OTLP_SAMPLE_RATIO) {
+            match v.trim().parse::<f64>() {
+                Ok(r) => self.telemetry.sample_ratio = SampleRatio(r),
+                Err(_) => problems.push(format!(
+                    "{} must be a number from 0.0 to 1.0 (got {v:?})",
+                    env::OTLP_SAMPLE_RATIO
+                )),
+            }
+        }
     }
 
     /// Overrides fields from command-line flags (the top layer). A value that does not
@@ -707,6 +730,12 @@ impl TelemetryConfig {
         }
         if self.service_name.trim().is_empty() {
             problems.push("telemetry.service_name must not be empty".into());
+        }
+        let SampleRatio(r) = self.sample_ratio;
+        if !(0.0..=1.0).contains(&r) {
+            problems.push(format!(
+                "telemetry.sample_ratio must be from 0.0 to 1.0 (got {r})"
+            ));
         }
     }
 }
@@ -1145,6 +1174,30 @@ mod tests {
             assert_eq!(p.len(), 2, "{bad}: {p:?}");
             assert!(p[0].contains("telemetry.otlp_endpoint"), "{p:?}");
             assert!(p[1].contains("telemetry.service_name"), "{p:?}");
+        }
+        // The sample ratio: 1.0 by default, from the file or the environment, and
+        // refused outside 0.0 to 1.0 or when it is not a number.
+        assert_eq!(Config::default().telemetry.sample_ratio, SampleRatio(1.0));
+        let file = Config::from_toml("[telemetry]\nsample_ratio = 0.25\n").expect("parse");
+        assert_eq!(file.telemetry.sample_ratio, SampleRatio(0.25));
+        for (value, ok) in [
+            ("0.1", true),
+            ("0", true),
+            ("1.5", false),
+            ("-0.1", false),
+            ("NaN", false),
+            ("often", false),
+        ] {
+            let getenv = |k: &str| (k == env::OTLP_SAMPLE_RATIO).then(|| value.to_string());
+            let loaded = Config::load(&Overrides::default(), &getenv);
+            assert_eq!(loaded.is_ok(), ok, "{value}: {loaded:?}");
+            if let Err(e) = loaded {
+                assert!(
+                    e.to_string().contains("sample_ratio")
+                        || e.to_string().contains(env::OTLP_SAMPLE_RATIO),
+                    "{e}"
+                );
+            }
         }
         // A good URL loads exactly when traces are built in.
         let loaded = Config::load(&flags, &no_env);

@@ -178,7 +178,8 @@ where
     let id = RequestId::for_request(req.headers());
     // With traces on, the trace's SERVER span is the request's; the log never shows it
     // (it is at TRACE), so access lines look the same either way.
-    let server = telemetry::on().then(|| server_span(&id, &req));
+    let traces = telemetry::on();
+    let server = (traces && telemetry::sampled(req.headers())).then(|| server_span(&id, &req));
     let span = crate::logging::span_filtered().then(|| match &server {
         Some(server) => tracing::error_span!(parent: server, "request", request_id = %id),
         None => tracing::error_span!("request", request_id = %id),
@@ -246,11 +247,15 @@ where
     let id = scoped
         .take_value()
         .expect("the id is taken once, after the request");
-    if let Some(server) = server {
-        let status = resp.status();
-        server.record("http.response.status_code", status.as_u16());
-        if status.is_server_error() {
-            server.record("otel.status_code", "error");
+    // With traces on, a streamed body is polled as the request (and in its spans):
+    // what it reads is in its trace, or, when it is not traced, in none.
+    if traces {
+        if let Some(server) = &server {
+            let status = resp.status();
+            server.record("http.response.status_code", status.as_u16());
+            if status.is_server_error() {
+                server.record("otel.status_code", "error");
+            }
         }
         let id = id.clone();
         resp = resp.map(|body| {
@@ -274,7 +279,7 @@ fn server_span<B>(id: &RequestId, req: &Request<B>) -> Span {
     let route = routes::template(path).unwrap_or("-");
     let span = tracing::trace_span!(
         target: telemetry::TARGET,
-        "server",
+        telemetry::SERVER_SPAN,
         request_id = %id,
         otel.name = %format_args!("{} {route}", req.method()),
         otel.kind = "server",
@@ -294,7 +299,7 @@ fn server_span<B>(id: &RequestId, req: &Request<B>) -> Span {
 /// request's trace, and what they log names the request.
 struct InSpan {
     body: Body,
-    server: Span,
+    server: Option<Span>,
     request: Option<Span>,
     id: RequestId,
 }
@@ -308,7 +313,7 @@ impl hyper::body::Body for InSpan {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
-        let _server = this.server.enter();
+        let _server = this.server.as_ref().map(Span::enter);
         let _request = this.request.as_ref().map(Span::enter);
         let body = &mut this.body;
         CURRENT.sync_scope(this.id.clone(), || Pin::new(body).poll_frame(cx))
