@@ -14,6 +14,7 @@ use thiserror::Error;
 
 use crate::auth::Authenticator;
 use crate::config::{AdminSettings, Config, StorageUrl};
+use crate::http::sessions::SessionLimits;
 use crate::keys::{KeyStatus, WatchSettings};
 use crate::metrics::kms::{MeteredKek, Provider};
 use crate::metrics::Metrics;
@@ -74,6 +75,8 @@ pub struct App {
     pub auth: Authenticator,
     /// What `/metrics` reports; recorded at the edges (HTTP, the KEK, the store).
     pub metrics: Metrics,
+    /// Open upload sessions, held to their per-client and per-repository limits.
+    pub sessions: SessionLimits,
 }
 
 /// Which KEK the registry runs under, so `main` can tell the operator.
@@ -165,6 +168,11 @@ impl App {
             },
             auth,
             metrics,
+            sessions: SessionLimits::new(
+                config.server.max_upload_sessions_per_client,
+                config.server.max_upload_sessions_per_repository,
+                Duration::from_secs(config.server.upload_session_idle_secs),
+            ),
         };
         Ok((app, source))
     }

@@ -12,6 +12,9 @@
 //! - A manifest with 100,000 references: refused by size, and by count under a raised
 //!   size limit (`server.max_manifest_references`), before any reference is looked up.
 //! - Request heads past `server.max_headers` or `server.max_header_bytes`: 431, closed.
+//! - 10,000 upload sessions asked for by one client: it gets
+//!   `server.max_upload_sessions_per_client`, and a repository takes no more than
+//!   `server.max_upload_sessions_per_repository`; 429 for the rest.
 //!
 //! The attackers connect from other loopback addresses (127.0.0.2, …): one host, as
 //! valv counts clients, distinct from the well-behaved client on 127.0.0.1.
@@ -531,43 +534,135 @@ async fn a_manifest_with_100000_references_is_refused_before_any_is_looked_up() 
     }
 }
 
+/// A client on its own loopback address (127.0.0.x), as valv counts clients.
+fn client_from(source: Ipv4Addr) -> reqwest::Client {
+    kms_client::install_tls_provider();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(IpAddr::V4(source))
+        .build()
+        .expect("reqwest client")
+}
+
+/// Tries to open `attempts` sessions in `repo`, two at a time; returns how many were
+/// opened (202) and the Location of one. Every refusal is the limit's 429.
+async fn hoard(http: &reqwest::Client, url: &str, attempts: usize) -> (usize, Option<String>) {
+    let tried = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let (http, url, tried) = (http.clone(), url.to_owned(), tried.clone());
+            tokio::spawn(async move {
+                let (mut opened, mut one) = (0, None);
+                while tried.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < attempts {
+                    let r = http.post(&url).send().await.expect("start");
+                    match r.status() {
+                        StatusCode::ACCEPTED => {
+                            opened += 1;
+                            one = one.or_else(|| Some(location_path(&r)));
+                        }
+                        StatusCode::TOO_MANY_REQUESTS => {
+                            assert!(r.headers().contains_key("retry-after"), "{r:?}");
+                            let body = r.text().await.expect("error body");
+                            assert!(body.contains("TOOMANYREQUESTS"), "{body}");
+                        }
+                        other => panic!("opening a session: {other}"),
+                    }
+                }
+                (opened, one)
+            })
+        })
+        .collect();
+    let (mut opened, mut one) = (0, None);
+    for t in tasks {
+        let (n, l) = t.await.expect("hoarder");
+        opened += n;
+        one = one.or(l);
+    }
+    (opened, one)
+}
+
+/// A session opened and committed by `http` in `repo`: the status of the POST, and of
+/// the PUT when the POST opened one.
+async fn session_push(valv: &Valv, http: &reqwest::Client, repo: &str) -> StatusCode {
+    let r = http
+        .post(valv.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .send()
+        .await
+        .expect("start");
+    if r.status() != StatusCode::ACCEPTED {
+        return r.status();
+    }
+    let data = format!("a blob for {repo} at {:?}", Instant::now()).into_bytes();
+    let r = http
+        .put(valv.url(&format!("{}?digest={}", location_path(&r), sha256(&data))))
+        .body(data)
+        .send()
+        .await
+        .expect("commit");
+    r.status()
+}
+
+/// 10,000 sessions asked for by one client: it gets `server.max_upload_sessions_per_client`
+/// (1,000 by default) and 429 for the rest, while the others go on at their normal
+/// speed; a second hoarder in the same repository gets what is left of
+/// `server.max_upload_sessions_per_repository` (lowered to 1,500 here), after which
+/// the repository takes no new session from anyone until one ends, and other
+/// repositories take them as ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_upload_sessions_from_one_client_leave_the_others_served() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let valv = start(dir.path(), "");
+    let valv = start(
+        dir.path(),
+        "[server]\nmax_upload_sessions_per_repository = 1500\n",
+    );
     let honest = Honest::new(&valv);
     honest.push_and_pull().await;
     let before = honest.latency().await;
     let rss_before = valv.peak_rss_kib();
 
-    // One client opens 10,000 sessions, two at a time, and never finishes one. (Many
-    // more at a time is a load test: on two cores it slows everyone, hoarding or not.)
-    let http = client();
     let url = valv.url("/v2/hoarder/app/blobs/uploads/");
-    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let hoarders: Vec<_> = (0..2)
-        .map(|_| {
-            let (http, url, opened) = (http.clone(), url.clone(), opened.clone());
-            tokio::spawn(async move {
-                while opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 10_000 {
-                    let r = http.post(&url).send().await.expect("start");
-                    assert_eq!(r.status(), StatusCode::ACCEPTED);
-                }
-            })
-        })
-        .collect();
+    let first = client_from(Ipv4Addr::new(127, 0, 0, 2));
+    let hoarding = tokio::spawn({
+        let (first, url) = (first.clone(), url.clone());
+        async move { hoard(&first, &url, 10_000).await }
+    });
     let during = honest.latency().await;
-    for h in hoarders {
-        h.await.expect("hoarder");
-    }
-    assert_normal(before, during, "while one client opens 10,000 sessions");
+    let (opened, one) = hoarding.await.expect("hoarder");
+    assert_eq!(opened, 1_000, "the per-client limit");
+    assert_normal(before, during, "while one client asks for 10,000 sessions");
+
+    let second = client_from(Ipv4Addr::new(127, 0, 0, 3));
+    let (opened, _) = hoard(&second, &url, 1_000).await;
+    assert_eq!(opened, 500, "what is left of the repository's 1,500");
+    // The repository is full for everyone, the honest client too; others are not.
+    let http = client();
+    assert_eq!(
+        session_push(&valv, &http, "hoarder/app").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        session_push(&valv, &http, "honest/app").await,
+        StatusCode::CREATED
+    );
+    // A session that ends frees its place.
+    let r = first
+        .delete(valv.url(&one.expect("a session")))
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        session_push(&valv, &http, "hoarder/app").await,
+        StatusCode::CREATED
+    );
+
     let after = honest.latency().await;
-    assert_normal(before, after, "with 10,000 sessions open");
+    assert_normal(before, after, "with 1,500 sessions open");
     let rss = valv.peak_rss_kib();
-    eprintln!("10,000 sessions: peak RSS {rss_before} KiB before, {rss} KiB after");
+    eprintln!("10,000 sessions asked for: peak RSS {rss_before} KiB before, {rss} KiB after");
     assert!(
         rss < rss_before + 64 * 1024,
-        "10,000 sessions grew valv from {rss_before} KiB to {rss} KiB"
+        "hoarded sessions grew valv from {rss_before} KiB to {rss} KiB"
     );
 }
 

@@ -307,17 +307,18 @@ impl fmt::Display for Reference {
     }
 }
 
-/// An upload session id: a random (version 4) UUID in lowercase hyphenated form.
+/// An upload session id: 128 random bits in the lowercase hyphenated form of a UUID.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UploadId(String);
 
 impl UploadId {
-    /// A fresh random id (122 random bits).
+    /// A fresh random id: 128 random bits from the OS, written in a UUID's shape (the
+    /// version and variant digits are random too: the id is a handle no one can
+    /// guess, not an RFC 9562 UUID). Ids of the earlier form, version-4 UUIDs with 122
+    /// random bits, parse the same.
     pub fn random() -> UploadId {
         let mut b = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut b);
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
         let h = Digest::from_bytes(Algorithm::Sha256, &[b, [0; 16]].concat()).hex;
         UploadId(format!(
             "{}-{}-{}-{}-{}",
@@ -474,6 +475,20 @@ mod tests {
         let id = UploadId::random();
         assert_eq!(id.as_str().parse::<UploadId>().unwrap(), id);
         assert_ne!(UploadId::random(), id);
+        // All 128 bits are random: every one of the 32 digits varies across ids, the
+        // version (14th character) and variant (19th) digits of a UUID among them.
+        let ids: Vec<String> = (0..256)
+            .map(|_| UploadId::random().as_str().replace('-', ""))
+            .collect();
+        for position in 0..32 {
+            let digits: std::collections::HashSet<u8> =
+                ids.iter().map(|id| id.as_bytes()[position]).collect();
+            assert!(digits.len() > 1, "digit {position} never varies");
+        }
+        // Ids of the earlier form (version-4 UUIDs) still name their sessions.
+        assert!("0b6a4c1e-8d8e-4d3f-9a59-3f1f7c2b9e10"
+            .parse::<UploadId>()
+            .is_ok());
         for bad in [
             "",
             "../x",

@@ -182,6 +182,14 @@ pub struct ServerConfig {
     pub max_manifest_references: usize,
     /// Largest manifest accepted (413 above it).
     pub max_manifest_bytes: usize,
+    /// Most upload sessions one client (an IPv4 address or IPv6 /64) may have open on
+    /// this node (429 `TOOMANYREQUESTS` for the next).
+    pub max_upload_sessions_per_client: usize,
+    /// Most upload sessions open in one repository on this node.
+    pub max_upload_sessions_per_repository: usize,
+    /// How long an open session may go without a request and still count toward
+    /// those limits (it can be resumed after that).
+    pub upload_session_idle_secs: u64,
     /// TLS on the listener (`[server.tls]`); off unless a certificate and key are set.
     pub tls: TlsConfig,
 }
@@ -226,6 +234,9 @@ impl Default for ServerConfig {
             max_header_bytes: 8 * 1024 + 100 * 4 * 1024,
             max_headers: 100,
             max_manifest_references: 10_000,
+            max_upload_sessions_per_client: 1_000,
+            max_upload_sessions_per_repository: 10_000,
+            upload_session_idle_secs: 3600,
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
             tls: TlsConfig::default(),
         }
@@ -676,6 +687,24 @@ impl Config {
         if self.server.max_manifest_references == 0 {
             problems.push("server.max_manifest_references must be at least 1".into());
         }
+        for (name, n) in [
+            (
+                "server.max_upload_sessions_per_client",
+                self.server.max_upload_sessions_per_client,
+            ),
+            (
+                "server.max_upload_sessions_per_repository",
+                self.server.max_upload_sessions_per_repository,
+            ),
+            (
+                "server.upload_session_idle_secs",
+                self.server.upload_session_idle_secs as usize,
+            ),
+        ] {
+            if n == 0 {
+                problems.push(format!("{name} must be at least 1"));
+            }
+        }
         let m = self.server.max_manifest_bytes;
         if !(MIN_MAX_MANIFEST_BYTES..=MAX_MAX_MANIFEST_BYTES).contains(&m) {
             problems.push(format!(
@@ -1123,6 +1152,37 @@ mod tests {
         let getenv = |k: &str| (k == env::TOKEN_AUTH).then(|| "maybe".to_string());
         let e = Config::load(&Overrides::default(), &getenv).unwrap_err();
         assert!(e.to_string().contains("VALV_TOKEN_AUTH"), "{e}");
+    }
+
+    #[test]
+    fn the_request_limits_refuse_zero() {
+        let c = Config::from_toml(
+            "[server]\nmax_headers = 0\nmax_manifest_references = 0\n\
+             max_upload_sessions_per_client = 0\nmax_upload_sessions_per_repository = 0\n\
+             upload_session_idle_secs = 0\n",
+        )
+        .expect("parse");
+        let Err(ConfigError::Invalid(p)) = c.validate() else {
+            panic!("expected Invalid");
+        };
+        for name in [
+            "server.max_headers",
+            "server.max_manifest_references",
+            "server.max_upload_sessions_per_client",
+            "server.max_upload_sessions_per_repository",
+            "server.upload_session_idle_secs",
+        ] {
+            assert!(p.iter().any(|m| m.starts_with(name)), "{name}: {p:?}");
+        }
+        let d = Config::default().server;
+        assert_eq!(
+            (
+                d.max_upload_sessions_per_client,
+                d.max_upload_sessions_per_repository,
+                d.upload_session_idle_secs
+            ),
+            (1_000, 10_000, 3600)
+        );
     }
 
     #[test]

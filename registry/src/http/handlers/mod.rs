@@ -105,9 +105,12 @@ async fn dispatch(
         }
         Route::DeleteBlob { repo, digest } => Box::pin(blobs::delete(app, &repo, &digest)).await,
         Route::StartUpload { repo } => {
-            Box::pin(uploads::start(app, principal, &repo, query, req)).await
+            Box::pin(uploads::start(app, conn, principal, &repo, query, req)).await
         }
-        Route::UploadStatus { repo, id } => Box::pin(uploads::status(app, &repo, &id)).await,
+        Route::UploadStatus { repo, id } => {
+            app.sessions.touched(&id);
+            Box::pin(uploads::status(app, &repo, &id)).await
+        }
         Route::PatchUpload { repo, id } => Box::pin(uploads::patch(app, &repo, &id, req)).await,
         Route::FinishUpload { repo, id } => {
             Box::pin(uploads::finish(app, &repo, &id, query, req)).await

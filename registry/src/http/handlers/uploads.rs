@@ -1,8 +1,9 @@
 //! Blob uploads: start (end-4a/4b, mount end-11), status (end-13), chunks (end-5),
 //! finish (end-6) and cancel. Sessions live in the store, so any node can continue one.
 
-use crate::http::body::RequestBody;
-use http::header::{CONTENT_RANGE, LOCATION, RANGE};
+use std::time::Duration;
+
+use http::header::{CONTENT_RANGE, LOCATION, RANGE, RETRY_AFTER};
 use http::{Request, StatusCode};
 use hyper::body::Body as _;
 use storage::{Digest, RepositoryName, StoreError, UploadId, UploadStatus};
@@ -12,10 +13,13 @@ use super::{content_length, header_str, HandlerResult, Reply};
 use crate::app::App;
 use crate::auth::policy::Action;
 use crate::auth::Principal;
-use crate::http::body::request_stream;
+use crate::http::body::{request_stream, RequestBody};
+use crate::http::conn::Connection;
 use crate::http::errors::{blob_too_large, ApiError, ErrorCode};
+use crate::http::gate::retry_after;
 use crate::http::query::Query;
 use crate::http::range::{parse_content_range, upload_range_header, ContentRangeError};
+use crate::http::sessions::Refused;
 
 fn upload_location(repo: &RepositoryName, id: &UploadId) -> String {
     format!("/v2/{repo}/blobs/uploads/{id}")
@@ -65,6 +69,7 @@ fn upload_error(repo: &RepositoryName, id: &UploadId, e: StoreError) -> ApiError
 /// (`?digest=`, body is the blob), or a new session.
 pub async fn start(
     app: &App,
+    conn: &Connection,
     principal: &Principal,
     repo: &RepositoryName,
     query: &Query,
@@ -84,8 +89,34 @@ pub async fn start(
         let info = app.store.put_blob(repo, &digest, body).await?;
         return Ok(blob_created(repo, &info.digest).build());
     }
+    // A new session, if this client and this repository have room for one.
+    let place = app
+        .sessions
+        .admit(conn.peer.ip(), repo)
+        .map_err(|refused| too_many_sessions(app, refused))?;
     let session = app.store.create_upload(repo).await?;
+    place.opened(&session.id);
     Ok(session_reply(StatusCode::ACCEPTED, &session).build())
+}
+
+/// 429 for a session past a limit: the client should finish or cancel one, or wait
+/// for its idle ones to stop counting.
+fn too_many_sessions(app: &App, refused: Refused) -> ApiError {
+    let message = match refused {
+        Refused::Client(n) => format!(
+            "this client has {n} upload sessions open, the most allowed \
+             (server.max_upload_sessions_per_client); finish or cancel one"
+        ),
+        Refused::Repository(n) => format!(
+            "this repository has {n} upload sessions open, the most allowed \
+             (server.max_upload_sessions_per_repository)"
+        ),
+    };
+    // Idle sessions are let go on a scan every few seconds: a minute is a fair wait.
+    let wait = app.sessions.idle().min(Duration::from_secs(60));
+    ApiError::new(ErrorCode::TooManyRequests)
+        .with_message(message)
+        .with_header(RETRY_AFTER, retry_after(wait))
 }
 
 /// Links `digest` into `repo` if the client may read it. With `from`, only from that
@@ -211,11 +242,13 @@ pub async fn patch(
 ) -> HandlerResult {
     let chunk = chunk_of(app, repo, id, &req).await?;
     let body = request_stream(req.into_body(), chunk.declared);
+    app.sessions.touched(id);
     let s = app
         .store
         .append_upload(repo, id, chunk.start, body)
         .await
         .map_err(|e| upload_error(repo, id, e))?;
+    app.sessions.touched(id);
     Ok(session_reply(StatusCode::ACCEPTED, &s).build())
 }
 
@@ -247,11 +280,13 @@ pub async fn finish(
         .finish_upload(repo, id, &digest, last)
         .await
         .map_err(|e| upload_error(repo, id, e))?;
+    app.sessions.ended(id);
     Ok(blob_created(repo, &info.digest).build())
 }
 
 /// `DELETE /v2/<name>/blobs/uploads/<id>`: cancels the session (204).
 pub async fn cancel(app: &App, repo: &RepositoryName, id: &UploadId) -> HandlerResult {
     app.store.cancel_upload(repo, id).await?;
+    app.sessions.ended(id);
     Ok(Reply::new(StatusCode::NO_CONTENT).build())
 }
