@@ -37,13 +37,13 @@ where
         // Colour only for a terminal: journald and log files get plain text.
         LogFormat::Text => fmt
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .event_format(Text)
+            .event_format(Shape::Text)
             .boxed(),
         // Spans' fields kept as JSON, to be spliced into `span`.
         LogFormat::Json => fmt
             .with_ansi(false)
             .fmt_fields(JsonFields::new())
-            .event_format(Json)
+            .event_format(Shape::Json)
             .boxed(),
     }
 }
@@ -51,10 +51,14 @@ where
 /// The span name the request's context is printed under.
 const REQUEST: &str = "request";
 
-/// `2026-12-02T18:48:15.525547Z  INFO request{request_id=…}: valv::access: request …`
-pub struct Text;
+/// The shape of a line: the formatter the fmt layer is given.
+#[derive(Debug, Clone, Copy)]
+pub enum Shape {
+    Text,
+    Json,
+}
 
-impl<S, N> FormatEvent<S, N> for Text
+impl<S, N> FormatEvent<S, N> for Shape
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
@@ -62,128 +66,131 @@ where
     fn format_event(
         &self,
         ctx: &FmtContext<'_, S, N>,
-        mut w: Writer<'_>,
+        w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let meta = event.metadata();
-        let ansi = w.has_ansi_escapes();
-        if ansi {
-            w.write_str(DIM)?;
+        match self {
+            Shape::Text => text(ctx, w, event),
+            Shape::Json => json(ctx, w, event),
         }
-        SystemTime.format_time(&mut w)?;
-        if ansi {
+    }
+}
+
+/// `2026-12-02T18:48:15.525547Z  INFO request{request_id=…}: valv::access: request …`
+fn text<S, N>(ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    let meta = event.metadata();
+    let ansi = w.has_ansi_escapes();
+    if ansi {
+        w.write_str(DIM)?;
+    }
+    SystemTime.format_time(&mut w)?;
+    if ansi {
+        write!(
+            w,
+            "{RESET} {}{}{RESET} ",
+            level_colour(meta.level()),
+            level(meta.level())
+        )?;
+    } else {
+        write!(w, " {} ", level(meta.level()))?;
+    }
+    let in_request_span = ctx
+        .event_scope()
+        .is_some_and(|mut scope| scope.any(|span| span.name() == REQUEST));
+    let mut context = false;
+    if !in_request_span {
+        context = access::current_id(|id| {
             write!(
                 w,
-                "{RESET} {}{}{RESET} ",
-                level_colour(meta.level()),
-                level(meta.level())
+                "{}{REQUEST}{{request_id={id}}}:",
+                if ansi { BOLD } else { "" }
             )?;
-        } else {
-            write!(w, " {} ", level(meta.level()))?;
-        }
-        let in_request_span = ctx
-            .event_scope()
-            .is_some_and(|mut scope| scope.any(|span| span.name() == REQUEST));
-        let mut context = false;
-        if !in_request_span {
-            context = access::current_id(|id| {
-                write!(
-                    w,
-                    "{}{REQUEST}{{request_id={id}}}:",
-                    if ansi { BOLD } else { "" }
-                )?;
-                if ansi {
-                    w.write_str(RESET)?;
-                }
-                Ok::<_, fmt::Error>(())
-            })
-            .transpose()?
-            .is_some();
-        }
-        if let Some(scope) = ctx.event_scope() {
-            for span in scope.from_root() {
-                context = true;
-                if ansi {
-                    w.write_str(BOLD)?;
-                }
-                w.write_str(span.name())?;
-                let ext = span.extensions();
-                if let Some(fields) = ext.get::<FormattedFields<N>>() {
-                    if !fields.is_empty() {
-                        write!(w, "{{{fields}}}")?;
-                    }
-                }
-                w.write_char(':')?;
-                if ansi {
-                    w.write_str(RESET)?;
+            if ansi {
+                w.write_str(RESET)?;
+            }
+            Ok::<_, fmt::Error>(())
+        })
+        .transpose()?
+        .is_some();
+    }
+    if let Some(scope) = ctx.event_scope() {
+        for span in scope.from_root() {
+            context = true;
+            if ansi {
+                w.write_str(BOLD)?;
+            }
+            w.write_str(span.name())?;
+            let ext = span.extensions();
+            if let Some(fields) = ext.get::<FormattedFields<N>>() {
+                if !fields.is_empty() {
+                    write!(w, "{{{fields}}}")?;
                 }
             }
+            w.write_char(':')?;
+            if ansi {
+                w.write_str(RESET)?;
+            }
         }
-        if context {
-            w.write_char(' ')?;
-        }
-        if ansi {
-            write!(w, "{DIM}{}:{RESET} ", meta.target())?;
-        } else {
-            write!(w, "{}: ", meta.target())?;
-        }
-        ctx.format_fields(w.by_ref(), event)?;
-        writeln!(w)
     }
+    if context {
+        w.write_char(' ')?;
+    }
+    if ansi {
+        write!(w, "{DIM}{}:{RESET} ", meta.target())?;
+    } else {
+        write!(w, "{}: ", meta.target())?;
+    }
+    ctx.format_fields(w.by_ref(), event)?;
+    writeln!(w)
 }
 
 /// `{"timestamp":…,"level":…,<the event's fields>,"target":…,"span":{…,"name":…}}`:
 /// one object per line, the event's fields (`message` among them) beside the rest.
-pub struct Json;
-
-impl<S, N> FormatEvent<S, N> for Json
+fn json<S, N>(ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut w: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        let meta = event.metadata();
-        w.write_str("{\"timestamp\":\"")?;
-        SystemTime.format_time(&mut w)?;
-        write!(w, "\",\"level\":\"{}\"", meta.level())?;
-        let mut fields = JsonVisitor {
-            w: &mut w,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
-        w.write_str(",\"target\":")?;
-        json_str(&mut w, meta.target())?;
-        // The innermost span, as the fmt layer's `with_current_span` showed it, else the
-        // request being served.
-        if let Some(span) = ctx.event_scope().and_then(|mut scope| scope.next()) {
-            w.write_str(",\"span\":{")?;
-            let ext = span.extensions();
-            if let Some(fields) = ext.get::<FormattedFields<N>>() {
-                // A JSON object of the span's fields: its members, without the braces.
-                let members = fields.trim().trim_start_matches('{').trim_end_matches('}');
-                if !members.is_empty() {
-                    write!(w, "{members},")?;
-                }
+    let meta = event.metadata();
+    w.write_str("{\"timestamp\":\"")?;
+    SystemTime.format_time(&mut w)?;
+    write!(w, "\",\"level\":\"{}\"", meta.level())?;
+    let mut fields = JsonVisitor {
+        w: &mut w,
+        result: Ok(()),
+    };
+    event.record(&mut fields);
+    fields.result?;
+    w.write_str(",\"target\":")?;
+    json_str(&mut w, meta.target())?;
+    // The innermost span, as the fmt layer's `with_current_span` showed it, else the
+    // request being served.
+    if let Some(span) = ctx.event_scope().and_then(|mut scope| scope.next()) {
+        w.write_str(",\"span\":{")?;
+        let ext = span.extensions();
+        if let Some(fields) = ext.get::<FormattedFields<N>>() {
+            // A JSON object of the span's fields: its members, without the braces.
+            let members = fields.trim().trim_start_matches('{').trim_end_matches('}');
+            if !members.is_empty() {
+                write!(w, "{members},")?;
             }
-            w.write_str("\"name\":")?;
-            json_str(&mut w, span.name())?;
-            w.write_char('}')?;
-        } else {
-            access::current_id(|id| {
-                w.write_str(",\"span\":{\"request_id\":")?;
-                json_str(&mut w, id)?;
-                write!(w, ",\"name\":\"{REQUEST}\"}}")
-            })
-            .transpose()?;
         }
-        w.write_str("}\n")
+        w.write_str("\"name\":")?;
+        json_str(&mut w, span.name())?;
+        w.write_char('}')?;
+    } else {
+        access::current_id(|id| {
+            w.write_str(",\"span\":{\"request_id\":")?;
+            json_str(&mut w, id)?;
+            write!(w, ",\"name\":\"{REQUEST}\"}}")
+        })
+        .transpose()?;
     }
+    w.write_str("}\n")
 }
 
 /// Writes each field as `,"name":value`.
@@ -338,8 +345,11 @@ mod tests {
             .with_ansi(false)
             .with_writer(move || writer.clone());
         let layer: Box<dyn Layer<_> + Send + Sync> = match format {
-            LogFormat::Text => fmt.event_format(Text).boxed(),
-            LogFormat::Json => fmt.fmt_fields(JsonFields::new()).event_format(Json).boxed(),
+            LogFormat::Text => fmt.event_format(Shape::Text).boxed(),
+            LogFormat::Json => fmt
+                .fmt_fields(JsonFields::new())
+                .event_format(Shape::Json)
+                .boxed(),
         };
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, f);
