@@ -37,51 +37,36 @@ pub fn on() -> bool {
 }
 
 /// A constant, so that looking it up hashes a known name rather than parsing a string.
+#[cfg(feature = "otlp")]
 const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
 /// `telemetry.sample_ratio` as a threshold on a uniform 64-bit draw: a request is
 /// traced when its draw is below it (`u64::MAX`: every request).
 static SAMPLE_BELOW: AtomicU64 = AtomicU64::new(u64::MAX);
 
-/// Whether to trace a request with `headers`: the client's decision when its
-/// `traceparent` makes one (the sampled flag), else a draw against
-/// `telemetry.sample_ratio`. A request not traced makes no span at all, so costs
-/// nothing of the exporter's.
-pub fn sampled(headers: &http::HeaderMap) -> bool {
-    if let Some(decided) = headers
-        .get(TRACEPARENT)
-        .and_then(|v| traceparent_sampled(v.as_bytes()))
-    {
-        return decided;
-    }
-    let below = SAMPLE_BELOW.load(Ordering::Relaxed);
-    below == u64::MAX || draw() < below
+/// The trace a request joins when it is traced: the client's span, when its
+/// `traceparent` names one (extracted once, for the decision and the parent both).
+#[derive(Debug, Default)]
+pub struct Trace {
+    #[cfg(feature = "otlp")]
+    parent: Option<opentelemetry::Context>,
 }
 
-/// The sampled flag of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), or
-/// `None` when the header is not one (which leaves the decision to valv).
-fn traceparent_sampled(v: &[u8]) -> Option<bool> {
-    let hex = |b: &[u8]| !b.is_empty() && b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
-    let (version, trace, parent, flags) =
-        (v.get(0..2)?, v.get(3..35)?, v.get(36..52)?, v.get(53..55)?);
-    let dashes = v.get(2) == Some(&b'-') && v.get(35) == Some(&b'-') && v.get(52) == Some(&b'-');
-    // Version ff is forbidden; later versions may append fields after a dash.
-    let tail_ok = v.len() == 55 || (version != b"00" && v.get(55) == Some(&b'-'));
-    let zero = |b: &[u8]| b.iter().all(|&c| c == b'0');
-    if !(dashes
-        && tail_ok
-        && hex(version)
-        && version != b"ff"
-        && hex(trace)
-        && hex(parent)
-        && hex(flags))
-        || zero(trace)
-        || zero(parent)
-    {
-        return None;
+/// Whether to trace a request with `headers`, and under which parent: the client's
+/// decision when its `traceparent` makes one (the sampled flag), else a draw against
+/// `telemetry.sample_ratio`. A request not traced makes no span at all, so costs
+/// nothing of the exporter's.
+pub fn sampled(headers: &http::HeaderMap) -> Option<Trace> {
+    #[cfg(feature = "otlp")]
+    if let Some((parent, decided)) = otlp::client_parent(headers) {
+        return decided.then_some(Trace {
+            parent: Some(parent),
+        });
     }
-    let flags = u8::from_str_radix(std::str::from_utf8(flags).ok()?, 16).ok()?;
-    Some(flags & 1 == 1)
+    #[cfg(not(feature = "otlp"))]
+    let _ = headers;
+    let below = SAMPLE_BELOW.load(Ordering::Relaxed);
+    (below == u64::MAX || draw() < below).then(Trace::default)
 }
 
 /// A uniform 64-bit draw from this thread's generator (SplitMix64, seeded once per
@@ -193,25 +178,30 @@ pub fn traces_url(endpoint: &str) -> String {
     }
 }
 
-/// Makes `span` (a request's SERVER span) the child of the client's span that the
-/// request's `traceparent` names; a missing or malformed header leaves it a root.
-pub fn adopt_parent(span: &tracing::Span, headers: &http::HeaderMap) {
+/// Makes `span` (a request's SERVER span) the child of the client's span `trace`
+/// names; without one (no or a malformed `traceparent`) it stays a root.
+pub fn adopt_parent(span: &tracing::Span, trace: Trace) {
     #[cfg(feature = "otlp")]
-    otlp::adopt_parent(span, headers);
+    if let Some(parent) = trace.parent {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        // Fails only when the span is disabled or already started: it is neither.
+        let _ = span.set_parent(parent);
+    }
     #[cfg(not(feature = "otlp"))]
-    let _ = (span, headers);
+    let _ = (span, trace);
 }
 
 #[cfg(feature = "otlp")]
 mod otlp {
     use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
+    use opentelemetry::trace::TraceContextExt as _;
     use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry::Context;
     use opentelemetry_otlp::{Protocol, WithExportConfig as _};
     use opentelemetry_sdk::propagation::TraceContextPropagator;
     use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
     use opentelemetry_sdk::Resource;
     use tracing::subscriber::Interest;
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     use tracing_subscriber::Layer as _;
 
     use super::{ExportLayer, SERVER_SPAN, TARGET};
@@ -285,13 +275,15 @@ mod otlp {
         }
     }
 
-    pub(super) fn adopt_parent(span: &tracing::Span, headers: &http::HeaderMap) {
+    /// The client's span and its sampled flag, when the request's `traceparent`
+    /// (W3C Trace Context, read by the SDK's propagator) names a valid one.
+    pub(super) fn client_parent(headers: &http::HeaderMap) -> Option<(Context, bool)> {
         if !headers.contains_key(super::TRACEPARENT) {
-            return;
+            return None;
         }
         let parent = TraceContextPropagator::new().extract(&Headers(headers));
-        // Fails only when the span is disabled or already started: it is neither.
-        let _ = span.set_parent(parent);
+        let client = parent.span().span_context().clone();
+        client.is_valid().then(|| (parent, client.is_sampled()))
     }
 }
 

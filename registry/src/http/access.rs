@@ -179,7 +179,10 @@ where
     // With traces on, the trace's SERVER span is the request's; the log never shows it
     // (it is at TRACE), so access lines look the same either way.
     let traces = telemetry::on();
-    let server = (traces && telemetry::sampled(req.headers())).then(|| server_span(&id, &req));
+    let server = traces
+        .then(|| telemetry::sampled(req.headers()))
+        .flatten()
+        .map(|trace| server_span(&id, &req, trace));
     let span = crate::logging::span_filtered().then(|| match &server {
         Some(server) => tracing::error_span!(parent: server, "request", request_id = %id),
         None => tracing::error_span!("request", request_id = %id),
@@ -273,8 +276,8 @@ where
 }
 
 /// The request's SERVER span for its trace, the child of the client's span when
-/// `traceparent` names one.
-fn server_span<B>(id: &RequestId, req: &Request<B>) -> Span {
+/// `trace` names one.
+fn server_span<B>(id: &RequestId, req: &Request<B>, trace: telemetry::Trace) -> Span {
     let path = req.uri().path();
     let route = routes::template(path).unwrap_or("-");
     let span = tracing::trace_span!(
@@ -290,7 +293,7 @@ fn server_span<B>(id: &RequestId, req: &Request<B>) -> Span {
         network.protocol.version = ?req.version(),
         http.response.status_code = tracing::field::Empty,
     );
-    telemetry::adopt_parent(&span, req.headers());
+    telemetry::adopt_parent(&span, trace);
     span
 }
 

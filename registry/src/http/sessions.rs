@@ -159,21 +159,8 @@ impl Drop for Reservation<'_> {
 
 impl Open {
     fn release(&mut self, t: Tracked) {
-        for count in [
-            self.by_client.get_mut(&t.client),
-            self.by_repository.get_mut(&t.repository),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            *count = count.saturating_sub(1);
-        }
-        if self.by_client.get(&t.client) == Some(&0) {
-            self.by_client.remove(&t.client);
-        }
-        if self.by_repository.get(&t.repository) == Some(&0) {
-            self.by_repository.remove(&t.repository);
-        }
+        count_down(&mut self.by_client, &t.client);
+        count_down(&mut self.by_repository, &t.repository);
     }
 
     fn let_idle_go(&mut self, now: Instant, idle: Duration) {
@@ -184,16 +171,25 @@ impl Open {
             return;
         }
         self.scanned = Some(now);
-        let gone: Vec<UploadId> = self
-            .sessions
-            .iter()
-            .filter(|(_, t)| now.duration_since(t.touched) >= idle)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in gone {
-            if let Some(t) = self.sessions.remove(&id) {
-                self.release(t);
+        let (by_client, by_repository) = (&mut self.by_client, &mut self.by_repository);
+        self.sessions.retain(|_, t| {
+            let counts = now.duration_since(t.touched) < idle;
+            if !counts {
+                count_down(by_client, &t.client);
+                count_down(by_repository, &t.repository);
             }
+            counts
+        });
+    }
+}
+
+/// One fewer under `key`; a count that reaches 0 is removed, so the maps hold only
+/// clients and repositories with sessions open.
+fn count_down<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(key);
         }
     }
 }
