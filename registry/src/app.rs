@@ -147,6 +147,7 @@ impl App {
             write_buffer_bytes: usize::try_from(config.storage.write_buffer_mib << 20)
                 .unwrap_or(usize::MAX),
             max_blob_bytes: settings.max_blob_bytes,
+            accept_unsealed_links: config.storage.accept_unsealed_links,
             ..storage::StoreConfig::default()
         };
         let store = Store::open_with(backend, kek, &key_id, store_config).await?;

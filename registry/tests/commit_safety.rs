@@ -1,6 +1,8 @@
 //! Issue 11 over HTTP, against the real binary on the filesystem backend: repeated and
 //! re-sent commit PUTs never destroy an acknowledged blob, a broken blob answers 404 to
-//! HEAD and is restored by a plain re-push, and what kills leave behind is swept.
+//! HEAD and is restored by a plain re-push, and what kills leave behind is swept. And
+//! issue 16's bucket writer, over HTTP: a link copied between repositories on disk is
+//! refused, and the admin API's seal-links reports it.
 
 mod common;
 
@@ -281,6 +283,73 @@ async fn a_blob_whose_data_vanished_is_unknown_and_repaired_by_a_push() {
     assert!(body == data, "restored bytes differ");
     let disk = on_disk(dir.path());
     assert_eq!(disk.data, disk.named);
+}
+
+/// A blob link copied on disk from one repository into another makes HEAD and GET there
+/// fail (500, never the blob's bytes); the original repository still serves it, and
+/// `POST /admin/v1/storage/seal-links` verifies the genuine links and refuses the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_copied_between_repositories_on_disk_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let v = start(dir.path());
+    let c = client();
+    let push = |repo: &'static str, data: Vec<u8>| {
+        let c = c.clone();
+        let url = v.url(&format!(
+            "/v2/{repo}/blobs/uploads/?digest={}",
+            sha256(&data)
+        ));
+        async move { c.post(url).body(data).send().await.expect("push").status() }
+    };
+    let secret = content(7, 200_000);
+    let digest = sha256(&secret);
+    assert_eq!(
+        push("team-a/app", secret.clone()).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        push("team-b/app", content(8, 1000)).await,
+        StatusCode::CREATED
+    );
+    let hex = digest.trim_start_matches("sha256:");
+    let link = |repo: &str| {
+        dir.path()
+            .join("store/repositories")
+            .join(repo)
+            .join("_layers/sha256")
+            .join(hex)
+    };
+    std::fs::copy(link("team-a/app"), link("team-b/app")).expect("copy the link");
+    let head = head_blob(&c, &v, "team-b/app", &digest).await;
+    assert!(head.is_server_error(), "HEAD through a copied link: {head}");
+    let (status, body) = get_blob(&c, &v, "team-b/app", &digest).await;
+    assert!(
+        status.is_server_error(),
+        "GET through a copied link: {status}"
+    );
+    assert!(body != secret, "the blob's bytes were served");
+    let (status, body) = get_blob(&c, &v, "team-a/app", &digest).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == secret);
+
+    let r = c
+        .post(v.url("/admin/v1/storage/seal-links"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("seal-links");
+    assert_eq!(r.status(), StatusCode::OK, "seal-links");
+    let report: serde_json::Value = r.json().await.expect("report");
+    assert_eq!(
+        report,
+        serde_json::json!({"verified": 2, "sealed": 0, "refused": 1})
+    );
+    let r = c
+        .post(v.url("/admin/v1/storage/seal-links"))
+        .send()
+        .await
+        .expect("seal-links without the token");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
 /// Acceptance 2: valv is killed with SIGKILL at varied points inside the commit PUT

@@ -16,8 +16,10 @@ use futures::TryStreamExt;
 use kms_client::{Kek, KeyId, KeyIdKind, KmsError, SecretBytes, VersionedKeyId, ALG_RSA_OAEP_256};
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 
 use crate::crypto::keys::Key32;
+use crate::crypto::seal::LinkKey;
 use crate::paths::{sequence_of, ObjectPath};
 use crate::{Result, StoreError};
 
@@ -65,7 +67,18 @@ pub struct LoadedKeyring {
     pub sequence: u64,
     ids: KeyringIds,
     keys: BTreeMap<u32, Arc<Key32>>,
+    /// Each generation's link-seal key, derived from its registry key.
+    link_keys: Arc<BTreeMap<u32, LinkKey>>,
     active: u32,
+}
+
+/// The link-seal key of every generation (FORMAT.md §11.1).
+fn link_keys(keys: &BTreeMap<u32, Arc<Key32>>) -> Arc<BTreeMap<u32, LinkKey>> {
+    Arc::new(
+        keys.iter()
+            .map(|(g, rk)| (*g, LinkKey::derive(rk)))
+            .collect(),
+    )
 }
 
 /// The key ids of a keyring document, parsed: the configured key and the exact KEK
@@ -111,6 +124,7 @@ impl LoadedKeyring {
             doc,
             sequence,
             keys: self.keys.clone(),
+            link_keys: self.link_keys.clone(),
             active: self.active,
         })
     }
@@ -145,6 +159,28 @@ impl LoadedKeyring {
             .get(&generation)
             .cloned()
             .ok_or(StoreError::Integrity)
+    }
+
+    /// Whether every generation of this keyring is in `next` with the same key.
+    pub(crate) fn same_keys_in(&self, next: &LoadedKeyring) -> bool {
+        self.keys.iter().all(|(g, rk)| {
+            next.keys
+                .get(g)
+                .is_some_and(|other| bool::from(rk.expose().ct_eq(other.expose())))
+        })
+    }
+
+    /// The link-seal key of the active generation (new links are sealed with it).
+    pub(crate) fn active_link_key(&self) -> (u32, &LinkKey) {
+        match self.link_keys.get(&self.active) {
+            Some(key) => (self.active, key),
+            None => unreachable!("every generation with a key has a link key"),
+        }
+    }
+
+    /// The link-seal key of `generation`; `Integrity` for a generation not in the keyring.
+    pub(crate) fn link_key(&self, generation: u32) -> Result<&LinkKey> {
+        self.link_keys.get(&generation).ok_or(StoreError::Integrity)
     }
 }
 
@@ -205,6 +241,7 @@ pub async fn load_or_create(
                     ids: KeyringIds::parse(&doc, 1)?,
                     doc,
                     sequence: 1,
+                    link_keys: link_keys(&keys),
                     keys,
                     active: 1,
                 });
@@ -294,6 +331,7 @@ pub(crate) async fn unwrap_all(
         ids: KeyringIds::parse(&doc, sequence)?,
         doc,
         sequence,
+        link_keys: link_keys(&keys),
         keys,
         active,
     })

@@ -16,6 +16,9 @@
 //! | referrers index entry | `repositories/<repo>/_referrers/<alg>/<subject hex>/<alg>-<referrer hex>` | overwrite |
 //! | catalog entry | `catalog/<repo>/_repository` | overwrite |
 //!
+//! The four repository objects (blob link, manifest link, tag, referrers entry) are
+//! sealed links (FORMAT.md §11): their seal binds them to exactly this path.
+//!
 //! Why this shape:
 //! - Objects that must change atomically are never updated in place: a new version
 //!   is created with a create-only put (`PutMode::Create`), which every backend
@@ -56,6 +59,8 @@ pub enum ObjectPath<'a> {
         id: &'a UploadId,
         seq: u64,
     },
+    /// Every repository's links (below it: [`LinkKind`]s).
+    RepositoriesDir,
     RepositoryDir(&'a RepositoryName),
     LayerLink {
         repo: &'a RepositoryName,
@@ -108,6 +113,7 @@ impl ObjectPath<'_> {
             ObjectPath::DataPart { blob, part } => format!("data/{blob}/{part}"),
             ObjectPath::UploadDir(id) => format!("uploads/{id}"),
             ObjectPath::UploadState { id, seq } => format!("uploads/{id}/{seq:020}"),
+            ObjectPath::RepositoriesDir => "repositories".to_owned(),
             ObjectPath::RepositoryDir(repo) => format!("repositories/{repo}"),
             ObjectPath::LayerLink { repo, digest } => {
                 format!(
@@ -145,6 +151,33 @@ impl ObjectPath<'_> {
             ),
             ObjectPath::CatalogDir => "catalog".to_owned(),
             ObjectPath::CatalogEntry(repo) => format!("catalog/{repo}/{CATALOG_MARKER}"),
+        }
+    }
+}
+
+/// The kinds of sealed link below `repositories/` (FORMAT.md §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    Layer,
+    Manifest,
+    Tag,
+    Referrer,
+}
+
+impl LinkKind {
+    /// The kind of link stored at `path`, by its first `_` component (repository
+    /// components never begin with `_`); `None` for anything else.
+    pub fn of(path: &Path) -> Option<LinkKind> {
+        let mut parts = path.parts();
+        if parts.next()?.as_ref() != "repositories" {
+            return None;
+        }
+        match parts.find(|p| p.as_ref().starts_with('_'))?.as_ref() {
+            "_layers" => Some(LinkKind::Layer),
+            "_manifests" => Some(LinkKind::Manifest),
+            "_tags" => Some(LinkKind::Tag),
+            "_referrers" => Some(LinkKind::Referrer),
+            _ => None,
         }
     }
 }

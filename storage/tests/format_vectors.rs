@@ -610,3 +610,35 @@ fn regenerate_vectors() {
     std::fs::write(&path, rendered).unwrap();
     eprintln!("wrote {}", path.display());
 }
+
+/// FORMAT.md §11.4: the link key and the seal of one tag, through the crate and again
+/// from HKDF and HMAC (RustCrypto) with the byte layout of §11.2.
+#[test]
+fn link_seal_vector() {
+    use hmac::Mac as _;
+    use storage::crypto::seal::{message, LinkKey, INFO_LINK_SEAL};
+
+    let path = "repositories/team-a/app/_tags/v1";
+    let body =
+        br#"{"digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}"#;
+    let lk = hkdf(&registry_key(), &[], "valv/v1 link seal");
+    assert_eq!(INFO_LINK_SEAL, b"valv/v1 link seal");
+    let mut by_hand = b"valv/v1 link".to_vec();
+    put(&mut by_hand, path.as_bytes());
+    by_hand.extend_from_slice(&1u32.to_be_bytes());
+    put(&mut by_hand, body);
+    assert_eq!(message(path, 1, body), by_hand);
+    let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(&lk).unwrap();
+    mac.update(&by_hand);
+    let seal = mac.finalize().into_bytes();
+
+    let key = LinkKey::derive(&Key32::from_bytes(registry_key()));
+    assert_eq!(key.seal(path, 1, body).as_slice(), seal.as_slice());
+    assert!(key.verify(path, 1, body, &seal).is_ok());
+    assert_eq!(hex::encode(lk), LINK_KEY_1);
+    assert_eq!(hex::encode(seal), LINK_SEAL);
+}
+
+/// The values FORMAT.md §11.4 prints.
+const LINK_KEY_1: &str = "c1f6fef5fb45738efad37a34a5361f46da5ad31a983e94b79b11aad48b56bebb";
+const LINK_SEAL: &str = "a59de6d5534b3f4b5c7b7dcd06b8fb8319ee03c403b243a0614cb9b3fe62538f";

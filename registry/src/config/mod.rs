@@ -265,6 +265,11 @@ pub struct StorageConfig {
     /// Largest blob accepted, in bytes, by one push or a whole chunked upload (413
     /// `SIZE_INVALID` above it); 0 = no limit.
     pub max_blob_bytes: u64,
+    /// Follow repository links (blob and manifest links, tags, referrers) written
+    /// before links were sealed (docs/FORMAT.md §11). Off: such a link is an integrity
+    /// error. On only while upgrading a store, until `POST
+    /// /admin/v1/storage/seal-links` has sealed them.
+    pub accept_unsealed_links: bool,
     /// MiB per part of a multipart data-object write on S3 and Azure (file and memory
     /// stores keep 1 MiB parts). An upload buffers part size × (parts in flight + 1).
     pub part_size_mib: u64,
@@ -296,6 +301,7 @@ impl Default for StorageConfig {
             tag_cache_ttl_ms: 1000,
             orphan_grace_secs: 3600,
             max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
+            accept_unsealed_links: false,
             part_size_mib: 5,
             parts_in_flight: 2,
             write_buffer_mib: 24,

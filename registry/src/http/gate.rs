@@ -61,9 +61,11 @@ pub fn need(route: &Route) -> Need<'_> {
     match route {
         Route::Healthz | Route::Readyz | Route::AuthToken { .. } => Need::Nothing,
         // The handler decides: open without access control, the admin role with it.
-        Route::AdminEncryption | Route::AdminRotateKey | Route::AdminSweep | Route::Metrics => {
-            Need::Admin
-        }
+        Route::AdminEncryption
+        | Route::AdminRotateKey
+        | Route::AdminSweep
+        | Route::AdminSealLinks
+        | Route::Metrics => Need::Admin,
         Route::ApiBase => Need::Authenticated,
         Route::Catalog => Need::Catalog,
         Route::ListTags { repo }
@@ -122,7 +124,8 @@ pub fn needs_keys(route: &Route) -> bool {
         | Route::ApiBase
         | Route::AdminEncryption
         | Route::AdminRotateKey
-        | Route::AdminSweep => false,
+        | Route::AdminSweep
+        | Route::AdminSealLinks => false,
         Route::Catalog
         | Route::ListTags { .. }
         | Route::Referrers { .. }

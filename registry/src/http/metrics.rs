@@ -49,7 +49,10 @@ pub fn class(route: &Result<Route, RouteError>) -> RouteClass {
     match route {
         Route::Healthz | Route::Readyz => RouteClass::Health,
         Route::Metrics => RouteClass::Metrics,
-        Route::AdminEncryption | Route::AdminRotateKey | Route::AdminSweep => RouteClass::Admin,
+        Route::AdminEncryption
+        | Route::AdminRotateKey
+        | Route::AdminSweep
+        | Route::AdminSealLinks => RouteClass::Admin,
         Route::AuthToken { .. } => RouteClass::Token,
         Route::ApiBase => RouteClass::Base,
         Route::Catalog => RouteClass::Catalog,

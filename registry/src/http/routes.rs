@@ -24,6 +24,9 @@ pub enum Route {
     AdminRotateKey,
     /// `POST /admin/v1/storage/sweep`: crash cleanup now (see [`storage::Store::sweep`]).
     AdminSweep,
+    /// `POST /admin/v1/storage/seal-links`: seal the links of a store written before
+    /// links were sealed (see [`storage::Store::seal_links`]).
+    AdminSealLinks,
     /// `GET|POST /auth/token`: the built-in token endpoint (distribution token spec;
     /// POST is the OAuth2 form). Served only while the built-in issuer is on.
     AuthToken { post: bool },
@@ -106,6 +109,7 @@ enum Resource<'a> {
     AdminEncryption,
     AdminRotateKey,
     AdminSweep,
+    AdminSealLinks,
     AuthToken,
     ApiBase,
     Catalog,
@@ -128,6 +132,7 @@ impl Resource<'_> {
             Resource::AdminEncryption => "/admin/v1/encryption",
             Resource::AdminRotateKey => "/admin/v1/encryption/rotate-key",
             Resource::AdminSweep => "/admin/v1/storage/sweep",
+            Resource::AdminSealLinks => "/admin/v1/storage/seal-links",
             Resource::AuthToken => "/auth/token",
             Resource::ApiBase => "/v2/",
             Resource::Catalog => "/v2/_catalog",
@@ -149,7 +154,7 @@ impl Resource<'_> {
             | Resource::AdminEncryption
             | Resource::Tags(_)
             | Resource::Referrers(..) => "GET",
-            Resource::AdminRotateKey | Resource::AdminSweep => "POST",
+            Resource::AdminRotateKey | Resource::AdminSweep | Resource::AdminSealLinks => "POST",
             Resource::AuthToken => "GET, POST",
             Resource::Manifest(..) => "GET, HEAD, PUT, DELETE",
             Resource::Blob(..) => "GET, HEAD, DELETE",
@@ -180,6 +185,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, RouteError> {
         Resource::AdminEncryption if *method == Method::GET => Route::AdminEncryption,
         Resource::AdminRotateKey if *method == Method::POST => Route::AdminRotateKey,
         Resource::AdminSweep if *method == Method::POST => Route::AdminSweep,
+        Resource::AdminSealLinks if *method == Method::POST => Route::AdminSealLinks,
         Resource::AuthToken if *method == Method::GET || *method == Method::POST => {
             Route::AuthToken {
                 post: *method == Method::POST,
@@ -267,6 +273,7 @@ fn resource(path: &str) -> Option<Resource<'_>> {
         "/admin/v1/encryption" => return Some(Resource::AdminEncryption),
         "/admin/v1/encryption/rotate-key" => return Some(Resource::AdminRotateKey),
         "/admin/v1/storage/sweep" => return Some(Resource::AdminSweep),
+        "/admin/v1/storage/seal-links" => return Some(Resource::AdminSealLinks),
         "/auth/token" => return Some(Resource::AuthToken),
         "/v2" | "/v2/" => return Some(Resource::ApiBase),
         "/v2/_catalog" => return Some(Resource::Catalog),

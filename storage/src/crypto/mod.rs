@@ -5,6 +5,7 @@
 //! - [`plan`]: plaintext ranges to sealed offsets and data parts (all tag arithmetic).
 //! - [`envelope`]: the per-blob envelope and the AAD that binds it.
 //! - [`hash`]: SHA-256/512 whose state can be saved and resumed across requests.
+//! - [`seal`]: HMACs that bind repository links to their object paths.
 //!
 //! All authentication failures collapse into the one [`IntegrityError`].
 
@@ -12,6 +13,7 @@ pub mod envelope;
 pub mod hash;
 pub mod keys;
 pub mod plan;
+pub mod seal;
 pub mod segment;
 
 /// Authentication failed. Deliberately without detail (STYLE habit 5).

@@ -368,16 +368,14 @@ impl Store {
         self.read_blob(digest, range).await
     }
 
+    /// Fails with `BlobUnknown` when `repo` has no link to the blob, `Integrity` when
+    /// its link is not sealed for this repository and digest (links.rs).
     async fn require_link(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
-        if objects::exists(
-            self.objects(),
-            &ObjectPath::LayerLink { repo, digest }.to_path(),
-        )
-        .await?
-        {
-            Ok(())
-        } else {
-            Err(StoreError::BlobUnknown)
+        let path = ObjectPath::LayerLink { repo, digest }.to_path();
+        match self.get_link::<LayerLink>(&path).await? {
+            Some(link) if &link.digest == digest => Ok(()),
+            Some(_) => Err(StoreError::Integrity),
+            None => Err(StoreError::BlobUnknown),
         }
     }
 
@@ -393,12 +391,8 @@ impl Store {
         let link = LayerLink {
             digest: digest.clone(),
         };
-        objects::put_json(
-            self.objects(),
-            &ObjectPath::LayerLink { repo, digest }.to_path(),
-            &link,
-        )
-        .await?;
+        self.put_link(&ObjectPath::LayerLink { repo, digest }.to_path(), &link)
+            .await?;
         self.mark_repository(repo).await
     }
 
@@ -434,10 +428,17 @@ impl Store {
     }
 }
 
-/// What a repository's blob link holds (its existence is what matters).
+/// What a repository's blob link holds (sealed, see links.rs).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct LayerLink {
+#[serde(deny_unknown_fields)]
+pub(super) struct LayerLink {
     digest: Digest,
+}
+
+impl super::links::LinkTarget for LayerLink {
+    fn blob(&self) -> Option<&Digest> {
+        Some(&self.digest)
+    }
 }
 
 /// Whether the object at `path` exists with at least `len` bytes.

@@ -86,8 +86,33 @@ impl Store {
                     reason: "the keyring has disappeared from the object store".into(),
                 })?;
         let loaded = keyring::unwrap_all(self.kek(), doc, sequence).await?;
+        self.check_succession(&loaded)?;
         self.set_slot(KeySlot::Loaded(Arc::new(loaded)));
         Ok(sequence)
+    }
+
+    /// Refuses (`Integrity`) a keyring that would take this store backwards: an older
+    /// sequence number or rotation than one it has already used, or one that drops a
+    /// generation it holds or gives it another key. What a bucket writer who puts back
+    /// an older keyring (or deletes the newer versions) meets on a running node.
+    fn check_succession(&self, next: &LoadedKeyring) -> Result<()> {
+        let mark = self.keyring_mark();
+        let backwards =
+            next.sequence < mark.sequence || next.doc.last_rotation < mark.last_rotation;
+        let keys_changed = match self.keyring() {
+            Ok(current) => !current.same_keys_in(next),
+            // Revoked: the keys are gone, only the mark is left to compare.
+            Err(_) => false,
+        };
+        if backwards || keys_changed {
+            tracing::error!(
+                sequence = next.sequence,
+                last_sequence = mark.sequence,
+                "refused a keyring older than the one in use, or with other registry keys: the keyring in the object store was replaced"
+            );
+            return Err(StoreError::Integrity);
+        }
+        Ok(())
     }
 
     /// Rewraps every registry key under `to` and writes the next keyring version with

@@ -5,6 +5,7 @@
 //! - `uploads`: upload sessions and the commit of a blob.
 //! - `sealing`: a request body sealed into one new data object, hashed on the side.
 //! - `manifests`: manifests, tags, referrers, the catalog.
+//! - `links`: sealed repository links (blob and manifest links, tags, referrers).
 //! - `objects`: small typed helpers over the object store (JSON objects, create-only
 //!   puts, listing) shared by the others.
 //! - `sweep`: crash cleanup, removing what nothing names.
@@ -30,6 +31,7 @@ mod blobs;
 mod cache;
 mod clock;
 mod keys;
+mod links;
 mod manifests;
 mod objects;
 mod sealing;
@@ -39,6 +41,7 @@ mod uploads;
 pub use cache::CacheStats;
 pub use clock::Clock;
 pub use keys::{RotateOutcome, RotationLease};
+pub use links::SealReport;
 pub use sweep::SweepReport;
 
 /// Plaintext coming out of the store: chunks of at most one segment, each yielded only
@@ -72,6 +75,10 @@ pub struct StoreConfig {
     /// What in-memory expiry (the reference cache) reads the time from: the system's,
     /// or a manual clock a test advances.
     pub clock: Clock,
+    /// Follow repository links written before links were sealed (FORMAT.md §11).
+    /// Off by default: an unsealed link is then an integrity error. On only while
+    /// upgrading a store, until [`Store::seal_links`] has run.
+    pub accept_unsealed_links: bool,
 }
 
 impl Default for StoreConfig {
@@ -84,6 +91,7 @@ impl Default for StoreConfig {
             manifest_cache_bytes: 4 * 1024 * 1024,
             max_blob_bytes: None,
             clock: Clock::system(),
+            accept_unsealed_links: false,
         }
     }
 }
@@ -215,6 +223,9 @@ struct Inner {
     /// Bumped by every [`Store::revoke_access`]: a read stream that sees it change stops before
     /// its next segment.
     revocation_epoch: Arc<AtomicU64>,
+    /// The newest keyring sequence and rotation this store has used: a reload never
+    /// goes back behind it (`keys::check_succession`).
+    keyring_mark: std::sync::Mutex<KeyringMark>,
     manifest_cache: cache::ManifestCache<manifests::ManifestLink>,
     /// Repositories whose catalog entry is known to exist.
     known_repositories: KnownRepositories,
@@ -243,6 +254,13 @@ impl KnownRepositories {
             set.insert(name.to_owned());
         }
     }
+}
+
+/// How far the keyring in use has come (no key material).
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyringMark {
+    sequence: u64,
+    last_rotation: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The registry keys, or why there are none.
@@ -285,6 +303,10 @@ impl Store {
                 kek,
                 config,
                 metrics: StoreMetrics::default(),
+                keyring_mark: std::sync::Mutex::new(KeyringMark {
+                    sequence: keyring.sequence,
+                    last_rotation: keyring.doc.last_rotation,
+                }),
                 keyring: RwLock::new(KeySlot::Loaded(Arc::new(keyring))),
                 revocation_epoch: Arc::new(AtomicU64::new(0)),
                 known_repositories: KnownRepositories::default(),
@@ -376,9 +398,26 @@ impl Store {
     }
 
     fn set_slot(&self, slot: KeySlot) {
+        if let KeySlot::Loaded(ring) = &slot {
+            let mut mark = self.keyring_mark();
+            mark.sequence = mark.sequence.max(ring.sequence);
+            mark.last_rotation = mark.last_rotation.max(ring.doc.last_rotation);
+            match self.inner.keyring_mark.lock() {
+                Ok(mut m) => *m = mark,
+                Err(poisoned) => *poisoned.into_inner() = mark,
+            }
+        }
         match self.inner.keyring.write() {
             Ok(mut k) => *k = slot,
             Err(poisoned) => *poisoned.into_inner() = slot,
+        }
+    }
+
+    /// The newest keyring this store has used (kept through a revocation).
+    fn keyring_mark(&self) -> KeyringMark {
+        match self.inner.keyring_mark.lock() {
+            Ok(m) => *m,
+            Err(poisoned) => *poisoned.into_inner(),
         }
     }
 

@@ -14,6 +14,9 @@
 //!   writes left behind (see `storage::Store::sweep`): data objects nothing names,
 //!   ended upload sessions and local staging files older than `N` seconds (default:
 //!   `storage.orphan_grace_secs`). Answers the sweep's report.
+//! - `POST /admin/v1/storage/seal-links`: seals, in place, the repository links of a
+//!   store written before links were sealed (see `storage::Store::seal_links`), and
+//!   verifies the sealed ones. Answers `{"verified": N, "sealed": N, "refused": N}`.
 //!
 //! Enabled when an admin token is configured (`[admin] token`, `VALV_ADMIN_TOKEN`;
 //! requests carry it as `Authorization: Bearer <token>`, compared in constant time) or
@@ -159,6 +162,7 @@ pub enum AdminAction {
     Show,
     RotateKey,
     Sweep,
+    SealLinks,
 }
 
 /// The admin routes' entry point: `Err` only for "no such endpoint" (the admin API
@@ -197,6 +201,7 @@ pub async fn handle(
         AdminAction::Show => respond(show(app).await),
         AdminAction::RotateKey => respond(rotate_key(app, req).await),
         AdminAction::Sweep => respond(sweep(app, req).await),
+        AdminAction::SealLinks => respond(app.store.seal_links().await.map_err(store_failure)),
     })
 }
 

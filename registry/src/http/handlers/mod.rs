@@ -92,6 +92,9 @@ async fn dispatch(
             Box::pin(admin::handle(app, principal, AdminAction::RotateKey, req)).await
         }
         Route::AdminSweep => Box::pin(admin::handle(app, principal, AdminAction::Sweep, req)).await,
+        Route::AdminSealLinks => {
+            Box::pin(admin::handle(app, principal, AdminAction::SealLinks, req)).await
+        }
         Route::Catalog => Box::pin(base::catalog(app, principal, query)).await,
         Route::ListTags { repo } => Box::pin(tags::list(app, &repo, query)).await,
         Route::Referrers { repo, digest } => {
