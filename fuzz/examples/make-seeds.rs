@@ -9,10 +9,12 @@ use std::fs;
 use std::path::PathBuf;
 
 use storage::crypto::hash::ResumableHash;
+use storage::crypto::keys::Key32;
+use storage::crypto::seal::{seal_object, LinkKey};
 use storage::Algorithm;
 use valv_fuzz::kek::legit_keyring;
 use valv_fuzz::token::{sign, NOW};
-use valv_fuzz::{SESSION_BOX, VECTOR_ENVELOPES};
+use valv_fuzz::{LINK_BODY, LINK_PATH, RK_1, SESSION_BOX, VECTOR_ENVELOPES};
 
 const EMPTY: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 const HELLO: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
@@ -261,6 +263,22 @@ fn main() {
             session.mode(&format!("hash-{name}-{n}"), 2, h.export());
         }
     }
+
+    let links = out.target("links");
+    let link_key = LinkKey::derive(&Key32::from_bytes(RK_1));
+    links
+        .mode(
+            "vector-tag",
+            0,
+            seal_object(&link_key, 1, LINK_PATH, LINK_BODY.to_owned()).expect("seal"),
+        )
+        .mode("unsealed-tag", 0, LINK_BODY)
+        .mode("edit-vector", 1, [])
+        .mode(
+            "manifest-body",
+            2,
+            r#"{"media_type":"application/vnd.oci.image.index.v1+json","size":2,"subject":null}"#,
+        );
 
     let keyring = out.target("keyring");
     keyring

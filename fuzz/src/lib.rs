@@ -49,6 +49,12 @@ pub const SESSION_PLAINTEXT: &[u8] = b"held-back tail";
 pub const SESSION_BOX: &str =
     r#"{"nonce":"8PHy8/T19vf4+fr7","ciphertext":"WnfHr/wPhHZz5BR7lAeIDnAwBH9DDlUQKHXO1uvY"}"#;
 
+/// FORMAT.md §11.4's link: the path and body of the vector tag (sealed under `RK_1`'s
+/// link key, generation 1).
+pub const LINK_PATH: &str = "repositories/team-a/app/_tags/v1";
+pub const LINK_BODY: &str =
+    r#"{"digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}"#;
+
 /// A current-thread runtime for the targets that call async store code (all of
 /// whose I/O is in memory).
 pub fn runtime() -> &'static tokio::runtime::Runtime {

@@ -16,6 +16,7 @@ pub fn route(r: &Route) -> (Method, String) {
         AdminEncryption => (Method::GET, "/admin/v1/encryption".into()),
         AdminRotateKey => (Method::POST, "/admin/v1/encryption/rotate-key".into()),
         AdminSweep => (Method::POST, "/admin/v1/storage/sweep".into()),
+        AdminSealLinks => (Method::POST, "/admin/v1/storage/seal-links".into()),
         AuthToken { post } => (
             if *post { Method::POST } else { Method::GET },
             "/auth/token".into(),

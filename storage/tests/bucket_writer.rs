@@ -119,6 +119,19 @@ fn assert_refused<T: std::fmt::Debug>(result: Result<T, StoreError>, case: &str)
     }
 }
 
+/// Both a HEAD (stat) and a GET (read) of the blob in `repo_name` are refused.
+async fn assert_blob_refused(store: &Store, repo_name: &str, digest: &Digest, case: &str) {
+    let r = repo(repo_name);
+    assert_refused(
+        store.stat_repo_blob(&r, digest).await,
+        &format!("HEAD: {case}"),
+    );
+    assert_refused(
+        store.read_repo_blob(&r, digest, None).await.map(|_| ()),
+        &format!("GET: {case}"),
+    );
+}
+
 async fn read_repo(store: &Store, repo_name: &str, digest: &Digest) -> Vec<u8> {
     let read = store
         .read_repo_blob(&repo(repo_name), digest, None)
@@ -144,17 +157,7 @@ async fn a_blob_link_copied_into_another_repository_is_refused() {
         &layer_link("team-b/app", &secret),
     )
     .await;
-    assert_refused(
-        store.stat_repo_blob(&repo("team-b/app"), &secret).await,
-        "HEAD through a copied link",
-    );
-    assert_refused(
-        store
-            .read_repo_blob(&repo("team-b/app"), &secret, None)
-            .await
-            .map(|_| ()),
-        "GET through a copied link",
-    );
+    assert_blob_refused(&store, "team-b/app", &secret, "a copied link").await;
     // The same link copied under another digest in the same repository.
     let (other, _) = push_blob(&store, "team-a/app", 3).await;
     copy(
@@ -163,10 +166,13 @@ async fn a_blob_link_copied_into_another_repository_is_refused() {
         &layer_link("team-a/app", &other),
     )
     .await;
-    assert_refused(
-        store.stat_repo_blob(&repo("team-a/app"), &other).await,
+    assert_blob_refused(
+        &store,
+        "team-a/app",
+        &other,
         "a link moved to another digest",
-    );
+    )
+    .await;
     // Where it was pushed, the blob is served as before.
     assert_eq!(read_repo(&store, "team-a/app", &secret).await, data);
 }
@@ -181,10 +187,7 @@ async fn a_forged_or_edited_link_is_refused() {
     let path = layer_link("team-b/app", &digest);
     // A link in the shape valv wrote before links were sealed.
     put(&objects, &path, format!(r#"{{"digest":"{digest}"}}"#)).await;
-    assert_refused(
-        store.stat_repo_blob(&repo("team-b/app"), &digest).await,
-        "an unsealed link",
-    );
+    assert_blob_refused(&store, "team-b/app", &digest, "an unsealed link").await;
     // A sealed link from elsewhere with its body or its seal edited.
     let genuine = get(&objects, &layer_link("team-a/app", &digest)).await;
     let mut json: serde_json::Value = serde_json::from_slice(&genuine).expect("json");
@@ -195,10 +198,13 @@ async fn a_forged_or_edited_link_is_refused() {
         json.to_string(),
     )
     .await;
-    assert_refused(
-        store.stat_repo_blob(&repo("team-a/app"), &digest).await,
+    assert_blob_refused(
+        &store,
+        "team-a/app",
+        &digest,
         "a link naming another generation",
-    );
+    )
+    .await;
     let mut json: serde_json::Value = serde_json::from_slice(&genuine).expect("json");
     let seal = json["seal"].as_str().expect("seal").to_owned();
     let flipped = if seal.starts_with('A') { "B" } else { "A" };
@@ -209,10 +215,7 @@ async fn a_forged_or_edited_link_is_refused() {
         json.to_string(),
     )
     .await;
-    assert_refused(
-        store.stat_repo_blob(&repo("team-a/app"), &digest).await,
-        "an edited seal",
-    );
+    assert_blob_refused(&store, "team-a/app", &digest, "an edited seal").await;
     // A truncated link is not a link at all.
     put(
         &objects,

@@ -85,8 +85,10 @@ pub fn seal_object(
     path: &str,
     body: String,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    let seal = key.seal(path, generation, body.as_bytes());
+    // The seal covers the body as it will be stored: `RawValue` drops whitespace around
+    // the value, so sealing `body` itself would seal bytes a reader never sees.
     let link = RawValue::from_string(body)?;
+    let seal = key.seal(path, generation, link.get().as_bytes());
     serde_json::to_vec(&SealedObject {
         key_generation: generation,
         link: &link,
@@ -195,6 +197,15 @@ mod tests {
         assert!(open_object("repositories/a/_tags/v1", &object, |_| None).is_err());
         let edited = text.replace(r#""x""#, r#""y""#);
         assert!(open_object("repositories/a/_tags/v1", edited.as_bytes(), keys).is_err());
+        // Whitespace around a body is not stored, and not sealed (found by fuzzing).
+        let padded = seal_object(&key, 3, "p", " 3\t".into()).expect("seal");
+        assert_eq!(
+            open_object("p", &padded, keys),
+            Ok(Opened::Sealed {
+                generation: 3,
+                body: "3"
+            })
+        );
         let legacy = br#"{"digest":"x"}"#;
         assert_eq!(
             open_object("repositories/a/_tags/v1", legacy, keys),
