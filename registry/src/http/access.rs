@@ -48,9 +48,29 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
     pairs
 };
 
+/// What a thread makes its request ids from.
+struct IdState {
+    /// Drawn from the OS once per thread: 64 random bits keep threads' ids apart.
+    prefix: u64,
+    next: u64,
+    /// Room for the next ids, each a slice of one shared buffer.
+    block: BytesMut,
+}
+
 thread_local! {
-    /// Room for this thread's next generated ids, each a slice of one shared buffer.
-    static ID_BLOCK: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+    static ID_STATE: std::cell::RefCell<IdState> = std::cell::RefCell::new(IdState {
+        prefix: {
+            let mut bytes = [0u8; 8];
+            // The OS generator fails only if the OS has none; ids then still tell this
+            // thread's requests apart, where refusing requests would not serve.
+            if SystemRandom::new().fill(&mut bytes).is_err() {
+                tracing::warn!("no OS randomness for request ids");
+            }
+            u64::from_be_bytes(bytes)
+        },
+        next: 0,
+        block: BytesMut::new(),
+    });
 }
 
 /// The longest client-sent id kept; a longer one is replaced.
@@ -82,30 +102,22 @@ impl RequestId {
         sane.then(|| RequestId(value.clone()))
     }
 
-    /// 32 hex digits: a random prefix drawn once per process and a counter, so ids
-    /// are unique across nodes and restarts without a system call per request (an
-    /// id is a label, not a secret).
+    /// 32 hex digits: a random prefix drawn once per thread and that thread's
+    /// counter, so ids are unique across threads, nodes and restarts without a system
+    /// call per request, and no two cores write the same counter (an id is a label,
+    /// not a secret).
     pub fn generate() -> RequestId {
-        static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let prefix = *PREFIX.get_or_init(|| {
-            let mut bytes = [0u8; 8];
-            // The OS generator fails only if the OS has none; ids then still tell this
-            // process's requests apart, where refusing requests would not serve.
-            if SystemRandom::new().fill(&mut bytes).is_err() {
-                tracing::warn!("no OS randomness for request ids");
+        let bytes = ID_STATE.with(|state| {
+            let mut state = state.borrow_mut();
+            let n = state.next;
+            state.next = n.wrapping_add(1);
+            let mut hex = [0u8; 32];
+            let digits = (u128::from(state.prefix) << 64 | u128::from(n)).to_be_bytes();
+            for (out, byte) in hex.chunks_exact_mut(2).zip(digits) {
+                out.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
             }
-            u64::from_be_bytes(bytes)
-        });
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut hex = [0u8; 32];
-        let digits = (u128::from(prefix) << 64 | u128::from(n)).to_be_bytes();
-        for (out, byte) in hex.chunks_exact_mut(2).zip(digits) {
-            out.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
-        }
-        // Split off a block that many ids share: one allocation per 64 of them.
-        let bytes = ID_BLOCK.with(|block| {
-            let mut block = block.borrow_mut();
+            // Split off a block that many ids share: one allocation per 64 of them.
+            let block = &mut state.block;
             if block.capacity() - block.len() < hex.len() {
                 *block = BytesMut::with_capacity(64 * hex.len());
             }

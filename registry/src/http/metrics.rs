@@ -27,7 +27,6 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -124,9 +123,7 @@ impl Observation<'_> {
         series
             .requests(self.metrics, StatusClass::of(resp.status()))
             .inc();
-        series
-            .duration
-            .observe(self.started.elapsed().as_secs_f64());
+        series.duration.observe(self.started.elapsed());
         let read = body.bytes_read();
         if read > 0 {
             series.request_bytes.inc_by(read);
@@ -153,7 +150,7 @@ impl Observation<'_> {
 /// A streamed response body that counts the bytes it hands to hyper.
 struct Counted {
     inner: Body,
-    sent: Counter,
+    sent: crate::metrics::sharded::Counter,
 }
 
 impl hyper::body::Body for Counted {

@@ -12,7 +12,9 @@
 //!
 //! Built on `prometheus-client` (the Prometheus project's Rust client): no global
 //! registry, atomics for counters, label sets that are plain structs of enums here, so
-//! recording a request allocates nothing. No label carries a repository, a digest or a
+//! recording a request allocates nothing. The per-request HTTP series are [`sharded`]
+//! (a slot per thread, added up at scrape time) so requests on different cores do not
+//! write the same cache lines. No label carries a repository, a digest or a
 //! user: every label value comes from a fixed set.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -98,6 +100,7 @@ impl RouteClass {
 label_value!(RouteClass);
 
 pub mod kms;
+pub mod sharded;
 mod store;
 
 /// The request method; the ones no route serves are `other`, so a client cannot
@@ -190,10 +193,8 @@ pub struct RouteLabels {
     pub method: MethodLabel,
 }
 
-type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
-
-fn http_histogram() -> Histogram {
-    Histogram::new(HTTP_BUCKETS)
+fn http_histogram() -> sharded::Histogram {
+    sharded::Histogram::new(&HTTP_BUCKETS)
 }
 
 fn kms_histogram() -> Histogram {
@@ -208,11 +209,13 @@ fn kms_histogram() -> Histogram {
 /// request, and a series appears in `/metrics` only once it has been used.
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
-    requests: Family<RequestLabels, Counter>,
+    // The per-request series are sharded by thread (`sharded`): every request writes
+    // them, and shared atomics would bounce their cache lines between cores.
+    requests: Family<RequestLabels, sharded::Counter>,
     /// Until the response head is ready (a blob's streaming time is not in it).
-    duration: HistogramFamily<RouteLabels>,
-    request_bytes: Family<RouteLabels, Counter>,
-    response_bytes: Family<RouteLabels, Counter>,
+    duration: Family<RouteLabels, sharded::Histogram, fn() -> sharded::Histogram>,
+    request_bytes: Family<RouteLabels, sharded::Counter>,
+    response_bytes: Family<RouteLabels, sharded::Counter>,
     /// Requests streaming an upload body on this node now.
     pub uploads_in_progress: Gauge,
     /// Connections being served on this node now.
@@ -227,15 +230,15 @@ pub struct HttpMetrics {
 pub struct RouteSeries {
     labels: RouteLabels,
     /// By status class, each made on its first use.
-    requests: [std::sync::OnceLock<Counter>; StatusClass::COUNT],
-    pub duration: Histogram,
-    pub request_bytes: Counter,
-    pub response_bytes: Counter,
+    requests: [std::sync::OnceLock<sharded::Counter>; StatusClass::COUNT],
+    pub duration: sharded::Histogram,
+    pub request_bytes: sharded::Counter,
+    pub response_bytes: sharded::Counter,
 }
 
 impl RouteSeries {
     /// The request counter of `status`'s class.
-    pub fn requests(&self, families: &HttpMetrics, status: StatusClass) -> &Counter {
+    pub fn requests(&self, families: &HttpMetrics, status: StatusClass) -> &sharded::Counter {
         self.requests[status as usize].get_or_init(|| {
             let RouteLabels { route, method } = self.labels;
             families
