@@ -81,10 +81,7 @@ impl Store {
     }
 
     fn seal_link<T: Serialize>(&self, path: &Path, link: &T) -> Result<Vec<u8>> {
-        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
-            path: path.to_string(),
-            reason: e.to_string(),
-        };
+        let corrupt = |e| objects::corrupt(path, e);
         let body = serde_json::to_string(link).map_err(corrupt)?;
         let ring = self.keyring()?;
         let (generation, key) = ring.active_link_key();
@@ -92,10 +89,7 @@ impl Store {
     }
 
     fn open_link<T: DeserializeOwned>(&self, path: &Path, bytes: &[u8]) -> Result<Opened<T>> {
-        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
-            path: path.to_string(),
-            reason: e.to_string(),
-        };
+        let corrupt = |e| objects::corrupt(path, e);
         let ring = self.keyring()?;
         let opened = seal::open_object(path.as_ref(), bytes, |g| ring.link_key(g).ok())
             .map_err(|_| StoreError::Integrity)?;
@@ -162,11 +156,10 @@ impl Store {
             Opened::Sealed(_) => Ok(false),
             Opened::Unsealed(link) => {
                 if let Some(digest) = link.blob() {
-                    match self.stat_blob(digest).await {
-                        Ok(_) => {}
-                        Err(StoreError::BlobUnknown) => return Err(StoreError::Integrity),
-                        Err(e) => return Err(e),
-                    }
+                    self.stat_blob(digest).await.map_err(|e| match e {
+                        StoreError::BlobUnknown => StoreError::Integrity,
+                        e => e,
+                    })?;
                 }
                 self.put_link(path, &link).await?;
                 Ok(true)

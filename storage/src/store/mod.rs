@@ -257,10 +257,25 @@ impl KnownRepositories {
 }
 
 /// How far the keyring in use has come (no key material).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct KeyringMark {
     sequence: u64,
     last_rotation: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl KeyringMark {
+    fn of(ring: &LoadedKeyring) -> KeyringMark {
+        KeyringMark {
+            sequence: ring.sequence,
+            last_rotation: ring.doc.last_rotation,
+        }
+    }
+
+    /// Moves the mark up to `ring` (never back).
+    fn advance(&mut self, ring: &LoadedKeyring) {
+        self.sequence = self.sequence.max(ring.sequence);
+        self.last_rotation = self.last_rotation.max(ring.doc.last_rotation);
+    }
 }
 
 /// The registry keys, or why there are none.
@@ -303,10 +318,7 @@ impl Store {
                 kek,
                 config,
                 metrics: StoreMetrics::default(),
-                keyring_mark: std::sync::Mutex::new(KeyringMark {
-                    sequence: keyring.sequence,
-                    last_rotation: keyring.doc.last_rotation,
-                }),
+                keyring_mark: std::sync::Mutex::new(KeyringMark::of(&keyring)),
                 keyring: RwLock::new(KeySlot::Loaded(Arc::new(keyring))),
                 revocation_epoch: Arc::new(AtomicU64::new(0)),
                 known_repositories: KnownRepositories::default(),
@@ -399,12 +411,9 @@ impl Store {
 
     fn set_slot(&self, slot: KeySlot) {
         if let KeySlot::Loaded(ring) = &slot {
-            let mut mark = self.keyring_mark();
-            mark.sequence = mark.sequence.max(ring.sequence);
-            mark.last_rotation = mark.last_rotation.max(ring.doc.last_rotation);
             match self.inner.keyring_mark.lock() {
-                Ok(mut m) => *m = mark,
-                Err(poisoned) => *poisoned.into_inner() = mark,
+                Ok(mut mark) => mark.advance(ring),
+                Err(poisoned) => poisoned.into_inner().advance(ring),
             }
         }
         match self.inner.keyring.write() {

@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use crate::{Result, StoreError};
 
-fn corrupt(path: &Path, reason: impl std::fmt::Display) -> StoreError {
+/// `Corrupt` for the object at `path`: it is not what it should be (not JSON, unknown
+/// fields).
+pub(super) fn corrupt(path: &Path, reason: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         path: path.to_string(),
         reason: reason.to_string(),
